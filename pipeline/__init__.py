@@ -1,0 +1,1 @@
+"""PLC-KD method: networks, FIG, BT, cascade, SC search, losses, metrics, training."""
