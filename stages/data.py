@@ -1,0 +1,76 @@
+"""In-memory views of a prepared dataset store for the training and inference stages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from storage_schema import DatasetStore, open_dataset_store
+
+
+@dataclass
+class SplitData:
+    """One split of a dataset store, held in memory.
+
+    Attributes:
+        images: (N, 3, H, W) uint8.
+        masks: (N, H, W) int64 class ids.
+        indices: (N,) positions of these images in the store (manifest order).
+        ids: image ids, in the same order.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    indices: np.ndarray
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float images in [0, 1] (B, 3, H, W) and masks (B, H, W) on ``device``."""
+        images = self.images[idx].to(device, non_blocking=True).float().div_(255.0)
+        return images, self.masks[idx].to(device, non_blocking=True)
+
+
+def load_split(store: DatasetStore, split: str) -> SplitData:
+    """Read every image of ``split`` from ``store`` into memory."""
+    idx = store.indices(split)
+    if len(idx) == 0:
+        raise ValueError(f"dataset store {store.path} has no images in split '{split}'.")
+    images = np.asarray(store.images.get_orthogonal_selection((idx,)))  # (N, H, W, 3)
+    masks = np.asarray(store.masks.get_orthogonal_selection((idx,)))  # (N, H, W)
+    ids = store.ids()
+    return SplitData(
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),  # (N, 3, H, W)
+        masks=torch.from_numpy(masks.astype(np.int64)),
+        indices=np.asarray(idx),
+        ids=[ids[i] for i in idx],
+    )
+
+
+def open_store(path: Path) -> DatasetStore:
+    """Open a dataset store, naming the command that makes it when it is missing."""
+    if not Path(path).exists():
+        raise FileNotFoundError(
+            f"dataset store not found at {path}: run `plc prepare --dataset ... --out {path}` first."
+        )
+    return open_dataset_store(path)
+
+
+def epoch_batches(
+    n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True, drop_last: bool = False
+) -> Iterator[torch.Tensor]:
+    """Index batches for one epoch; the order depends only on (seed, epoch)."""
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=g)
+    else:
+        order = torch.arange(n)
+    stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]

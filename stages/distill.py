@@ -1,0 +1,181 @@
+"""distill stage: train a student from the label store (or the live team), then evaluate it."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from stages.common import checkpoint_is_current, config_dict
+from stages.data import SplitData, epoch_batches, load_split, open_store
+
+logger = logging.getLogger(__name__)
+
+VARIANT_CHOICES = ("plc", "teacher", "teacher_sc", "teacher_fa", "teacher_ba", "teacher_fa_ba", "none")
+LOSSES = ("kd", "cwd")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Options of ``plc distill``. ``variant='none'`` is the no-KD baseline."""
+
+    labels: Path
+    out: Path
+    data: Path | None = None
+    variant: str = "plc"
+    loss: str = "kd"
+    student: str = "unet"
+    lam: float = 1.0
+    tau: float = 1.0
+    seed: int = 0
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    augment: bool = True
+    live: bool = False
+    force: bool = False
+    progress: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        from pipeline.models.registry import MODELS
+
+        if self.variant not in VARIANT_CHOICES:
+            raise ValueError(f"--variant must be one of {', '.join(VARIANT_CHOICES)}, got '{self.variant}'.")
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got '{self.loss}'.")
+        if self.student not in MODELS:
+            raise ValueError(f"--student must be one of {', '.join(MODELS)}, got '{self.student}'.")
+        if self.lam < 0 or self.tau <= 0:
+            raise ValueError(f"--lambda must be >= 0 and --tau > 0, got {self.lam} and {self.tau}.")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+        if self.live and self.variant == "none":
+            raise ValueError("--live needs a --variant other than 'none' (the baseline uses no labels).")
+
+
+class StoredLabels:
+    """Soft labels of one variant read from the store, held as int8 codes in memory."""
+
+    def __init__(self, store, variant: str, data: SplitData):  # noqa: ANN001
+        if list(store.ids) != data.ids:
+            raise ValueError(f"label store {store.path} lists other train images than the dataset store.")
+        self.codes = store.read_codes(variant, slice(None))  # (N, C, H, W) int8
+
+    def __call__(self, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (B, C, H, W) of the images at ``idx``."""
+        from storage_schema import decode_logprobs
+
+        return torch.from_numpy(decode_logprobs(self.codes[idx.numpy()]))
+
+
+def _batches(cfg: DistillConfig, data: SplitData, labels, device: torch.device):  # noqa: ANN001, ANN202
+    from pipeline.augment import AugmentConfig, augment_batch
+
+    aug = AugmentConfig() if cfg.augment else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        for idx in epoch_batches(len(data), cfg.batch_size, epoch, cfg.seed, drop_last=True):
+            images, masks = data.batch(idx, torch.device("cpu"))
+            logp = labels(idx, images, masks) if labels is not None else None
+            if aug is not None:
+                soft = logp.exp() if logp is not None else None
+                images, masks, soft = augment_batch(images, masks, soft, aug, generator)
+                logp = torch.log(soft.clamp_min(1e-12)) if soft is not None else None
+            batch = (images, masks) if logp is None else (images, masks, logp)
+            yield tuple(t.to(device, non_blocking=True) for t in batch)
+
+    return batches
+
+
+def _step(cfg: DistillConfig):  # noqa: ANN202
+    from pipeline.losses import cwd_loss, kd_loss, seg_loss
+
+    response = kd_loss if cfg.loss == "kd" else cwd_loss
+
+    def step(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        logits = net(batch[0])
+        seg = seg_loss(logits, batch[1])
+        if len(batch) == 2:
+            return {"loss": seg, "seg": seg}
+        kd = response(logits, batch[2], cfg.tau)
+        return {"loss": seg + cfg.lam * kd, "seg": seg, cfg.loss: kd}
+
+    return step
+
+
+def _open_inputs(cfg: DistillConfig):  # noqa: ANN202
+    """(dataset store, label store) with the manifest of one checked against the other."""
+    from storage_schema import open_label_store
+
+    if not Path(cfg.labels).exists():
+        raise FileNotFoundError(f"label store not found at {cfg.labels}: run `plc precompute` first.")
+    unchecked = open_label_store(cfg.labels)  # validates schema and status
+    data_path = cfg.data or Path(unchecked.provenance["dataset_path"])
+    store = open_store(data_path)
+    return store, open_label_store(cfg.labels, manifest_sha256=store.manifest_sha256)
+
+
+def run(cfg: DistillConfig) -> Path:
+    """Train and evaluate one student; returns the ``metrics.json`` path."""
+    from pipeline.checkpoint import save_checkpoint
+    from pipeline.models.registry import build_model, check_input_size
+    from pipeline.train import fit, resolve_device, seed_everything
+    from stages.evaluate import evaluate_model, write_metrics
+    from stages.train_teacher import make_train_config
+
+    out = Path(cfg.out)
+    if checkpoint_is_current(out / "student.pt", cfg, cfg.force) and (out / "metrics.json").exists():
+        logger.info("student %s is up to date (same config); use --force to retrain", out)
+        return out / "metrics.json"
+    store, label_store = _open_inputs(cfg)
+    height, width = store.size
+    check_input_size(cfg.student, height, width)
+    device = resolve_device(cfg.device)
+    train = load_split(store, "train")
+    labels = None
+    if cfg.variant != "none":
+        labels = _live_labels(cfg, label_store, train, device) if cfg.live else StoredLabels(
+            label_store, cfg.variant, train
+        )
+    seed_everything(cfg.seed)
+    n_classes = len(store.classes)
+    model = build_model(cfg.student, num_classes=n_classes, img_size=height).to(device)
+    history = fit(
+        model, _batches(cfg, train, labels, device), _step(cfg), make_train_config(cfg),
+        steps_per_epoch=max(1, len(train) // cfg.batch_size), desc=f"student ({cfg.variant})",
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
+    save_checkpoint(out / "student.pt", model.cpu(), model_name=cfg.student, num_classes=n_classes,
+                    img_size=height, config=meta, extra={"history": history, "role": "student"})
+    _write_curve(history, out / "curve.csv")
+    metrics = evaluate_model(model.to(device), load_split(store, "test"), n_classes, cfg.batch_size, device)
+    extra = {"config": config_dict(cfg), "dataset": store.name, "split": "test"}
+    logger.info("student %s: test Dice %.4f IoU %.4f", out, metrics["dice"], metrics["iou"])
+    return write_metrics(metrics, out / "metrics.json", extra)
+
+
+def _write_curve(history: list[dict[str, float]], path: Path) -> None:
+    keys = sorted({k for row in history for k in row})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _live_labels(cfg: DistillConfig, label_store, train: SplitData, device: torch.device):  # noqa: ANN001, ANN202
+    from stages.live import LiveLabels
+
+    return LiveLabels(label_store, cfg.variant, train, device)
+
+
+__all__ = ["VARIANT_CHOICES", "DistillConfig", "run", "np"]

@@ -1,0 +1,16 @@
+"""The exception types the CLI reports as one message with exit code 1 (user errors)."""
+
+from __future__ import annotations
+
+from storage_schema import StoreError
+from stages.paths import MissingInputError
+from stages.readers import DatasetError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    MissingInputError,
+    StoreError,
+    DatasetError,
+)

@@ -1,0 +1,101 @@
+"""Evaluate stage: any checkpoint on any split → per-image Dice/IoU, JSON + CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stages.data import SplitData, epoch_batches, load_split, open_store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Options of ``plc evaluate``."""
+
+    checkpoint: Path
+    data: Path
+    split: str = "test"
+    out: Path | None = None
+    batch_size: int = 16
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}.")
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, data: SplitData, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Argmax predictions (N, H, W) int64 of ``model`` over ``data``, on the CPU."""
+    model.eval()
+    preds = []
+    for idx in epoch_batches(len(data), batch_size, 0, 0, shuffle=False):
+        images, _ = data.batch(idx, device)
+        preds.append(model(images).argmax(1).cpu())
+    return torch.cat(preds)
+
+
+def evaluate_model(
+    model: nn.Module, data: SplitData, num_classes: int, batch_size: int, device: torch.device
+) -> dict:
+    """Per-image Dice and IoU of ``model`` on ``data`` with their mean and std."""
+    from pipeline.metrics import dice_iou, mean_std
+
+    preds = predict(model, data, batch_size, device)
+    dice, iou = dice_iou(preds, data.masks, num_classes)
+    dice_mean, dice_std = mean_std(dice)
+    iou_mean, iou_std = mean_std(iou)
+    return {
+        "n_images": len(data),
+        "dice": dice_mean,
+        "dice_std": dice_std,
+        "iou": iou_mean,
+        "iou_std": iou_std,
+        "per_image": [
+            {"id": i, "dice": float(d), "iou": float(u)}
+            for i, d, u in zip(data.ids, dice.tolist(), iou.tolist(), strict=True)
+        ],
+    }
+
+
+def write_metrics(metrics: dict, out: Path, extra: dict | None = None) -> Path:
+    """Write ``<name>.json`` (summary + config) and ``<name>_per_image.csv`` beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in metrics.items() if k != "per_image"}
+    summary.update(extra or {})
+    csv_path = out.with_name(out.name.removesuffix(".json") + "_per_image.csv")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "dice", "iou"])
+        writer.writeheader()
+        writer.writerows(metrics["per_image"])
+    out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def run(cfg: EvaluateConfig) -> Path:
+    """Evaluate ``cfg.checkpoint`` on ``cfg.split`` of ``cfg.data``; returns the JSON path."""
+    from pipeline.checkpoint import build_from_checkpoint
+    from pipeline.train import resolve_device
+
+    device = resolve_device(cfg.device)
+    model, meta = build_from_checkpoint(cfg.checkpoint)
+    store = open_store(cfg.data)
+    data = load_split(store, cfg.split)
+    metrics = evaluate_model(model.to(device), data, meta["num_classes"], cfg.batch_size, device)
+    out = cfg.out or Path(cfg.checkpoint).with_suffix(f".{cfg.split}.json")
+    extra = {"checkpoint": str(cfg.checkpoint), "split": cfg.split, "config": _jsonable(asdict(cfg))}
+    logger.info("%s on %s/%s: Dice %.4f IoU %.4f", cfg.checkpoint, cfg.data, cfg.split,
+                metrics["dice"], metrics["iou"])
+    return write_metrics(metrics, out, extra)
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}

@@ -1,0 +1,192 @@
+"""train_assistant stage: TA_f on FIG false-pixel images, TA_b on boundary-transform images."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from stages import paths
+from stages.common import checkpoint_is_current, config_dict, train_segmenter
+from stages.data import SplitData, epoch_batches, load_split, open_store
+from stages.train_teacher import augmentation, make_train_config
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["false-pixel", "boundary"]
+KINDS: tuple[str, ...] = ("false-pixel", "boundary")
+
+
+@dataclass(frozen=True)
+class AssistantConfig:
+    """Options of ``plc train-assistant``. The assistant has the teacher's architecture."""
+
+    dataset: str
+    kind: str
+    data: Path | None = None
+    teacher: Path | None = None
+    out: Path | None = None
+    model: str | None = None  # None: the teacher's architecture (paper: same as T)
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    augment: bool = True
+    fig_queue_len: int = 65536
+    fig_pixels_per_image: int = 256
+    fig_real_fraction: float = 0.0
+    fig_fill_passes: int = 5
+    bt_delta: int = 5
+    bt_rho: float = 1.0
+    force: bool = False
+    progress: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got '{self.kind}'.")
+        for name in ("epochs", "batch_size", "fig_queue_len", "fig_pixels_per_image",
+                     "fig_fill_passes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+        if not 0.0 <= self.fig_real_fraction < 1.0:
+            raise ValueError(f"--fig-real-fraction must be in [0, 1), got {self.fig_real_fraction}.")
+        if self.bt_delta < 1 or not 0.0 < self.bt_rho <= 1.0:
+            raise ValueError("--bt-delta must be >= 1 and --bt-rho in (0, 1].")
+
+    @property
+    def data_path(self) -> Path:
+        return self.data or paths.data_path(self.dataset)
+
+    @property
+    def teacher_path(self) -> Path:
+        return self.teacher or paths.teacher_path(self.dataset)
+
+    @property
+    def out_path(self) -> Path:
+        return self.out or paths.assistant_path(self.dataset, self.kind)
+
+
+def _boundary_transform(cfg: AssistantConfig, size: int, num_classes: int):  # noqa: ANN202
+    from pipeline.bt import BTConfig, boundary_transform, scaled_delta
+
+    bt = BTConfig(delta=scaled_delta(cfg.bt_delta, size), rho=cfg.bt_rho)
+    augment = augmentation(cfg.augment)
+
+    def transform(images, masks, generator):  # noqa: ANN001, ANN202
+        if augment is not None:
+            images, masks = augment(images, masks, generator)
+        return boundary_transform(images, masks, bt, generator, num_classes=num_classes), masks
+
+    return transform
+
+
+class FalsePixelBatches:
+    """FIG batches: queue generation from the teacher's false pixels, then alternation.
+
+    Each step observes one real batch (queue generation) and yields one synthetic batch built
+    on randomly drawn real GT masks (construction); ``fig_real_fraction`` mixes real images in.
+    """
+
+    def __init__(self, cfg: AssistantConfig, teacher: nn.Module, data: SplitData, num_classes: int):
+        from pipeline.fig import FIGConfig, FIGSampler
+
+        self.cfg, self.teacher, self.data = cfg, teacher.eval(), data
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        fig = FIGConfig(
+            queue_len_pos=cfg.fig_queue_len, queue_len_neg=cfg.fig_queue_len,
+            pixels_per_image=cfg.fig_pixels_per_image, real_fraction=cfg.fig_real_fraction,
+        )
+        self.sampler = FIGSampler(fig, num_classes, self.generator)
+        self.augment = augmentation(cfg.augment)
+
+    def _real(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, masks = self.data.batch(idx, torch.device("cpu"))
+        if self.augment is not None:
+            images, masks = self.augment(images, masks, self.generator)
+        return images, masks
+
+    @torch.inference_mode()
+    def _observe(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+        device = next(self.teacher.parameters()).device
+        preds = self.teacher(images.to(device)).argmax(1).cpu()
+        self.sampler.observe(images, preds, masks)
+
+    def fill(self) -> None:
+        """Queue-generation phase: observe the train split until every queue is full."""
+        for p in range(self.cfg.fig_fill_passes):
+            for idx in epoch_batches(len(self.data), self.cfg.batch_size, -1 - p, self.cfg.seed):
+                self._observe(*self._real(idx))
+                if self.sampler.ready:
+                    return
+        raise ValueError(
+            f"the teacher's false pixels did not fill the FIG queues (length {self.cfg.fig_queue_len}) "
+            f"in {self.cfg.fig_fill_passes} passes over the train split: lower --fig-queue-len "
+            "or raise --fig-fill-passes."
+        )
+
+    def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, bs = len(self.data), self.cfg.batch_size
+        for idx in epoch_batches(n, bs, epoch, self.cfg.seed, drop_last=True):
+            images, masks = self._real(idx)
+            self._observe(images, masks)  # generation ...
+            mask_idx = torch.randint(0, n, (len(idx),), generator=self.generator)
+            _, gt_masks = self._real(mask_idx)
+            yield self.sampler.make_batch(gt_masks)  # ... alternates with construction
+
+
+def run(cfg: AssistantConfig) -> Path:
+    """Train one assistant; a no-op when its checkpoint exists with the same config."""
+    from pipeline.checkpoint import build_from_checkpoint, file_sha256, save_checkpoint
+    from pipeline.losses import seg_loss
+    from pipeline.models.registry import build_model
+    from pipeline.train import fit, resolve_device, seed_everything
+
+    out = cfg.out_path
+    if checkpoint_is_current(out, cfg, cfg.force):
+        logger.info("assistant %s is up to date (same config); use --force to retrain", out)
+        return out
+    store = open_store(cfg.data_path)
+    teacher, tmeta, teacher_sha = None, {}, None
+    if cfg.kind == "false-pixel" or cfg.model is None:  # FIG needs T; so does "same arch as T"
+        teacher_path = paths.require(
+            cfg.teacher_path, "teacher checkpoint", f"plc train-teacher --dataset {cfg.dataset}"
+        )
+        teacher, tmeta = build_from_checkpoint(teacher_path)
+        teacher_sha = file_sha256(teacher_path)
+    model_name = cfg.model or tmeta["model_name"]
+    n_classes, size = len(store.classes), store.size[0]
+    seed_everything(cfg.seed)
+    model = build_model(model_name, num_classes=n_classes, img_size=size)
+    train = load_split(store, "train")
+    train_cfg = make_train_config(cfg)
+    if cfg.kind == "boundary":
+        history = train_segmenter(
+            model, train, train_cfg=train_cfg, batch_size=cfg.batch_size,
+            transform=_boundary_transform(cfg, size, n_classes), desc="assistant (BT)",
+        )
+    else:
+        device = resolve_device(cfg.device)
+        fig = FalsePixelBatches(cfg, teacher.to(device), train, n_classes)
+        fig.fill()
+        history = fit(
+            model.to(device), fig, lambda net, b: {"loss": seg_loss(net(b[0]), b[1])}, train_cfg,
+            steps_per_epoch=max(1, len(train) // cfg.batch_size), desc="assistant (FIG)",
+        )
+    meta = {
+        "stage": config_dict(cfg),
+        "manifest_sha256": store.manifest_sha256,
+        "teacher_sha256": teacher_sha,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(
+        out, model.cpu(), model_name=model_name, num_classes=n_classes, img_size=size,
+        config=meta, extra={"history": history, "role": f"assistant-{cfg.kind}"},
+    )
+    logger.info("assistant (%s) → %s", cfg.kind, out)
+    return out

@@ -1,0 +1,113 @@
+"""train_teacher stage: the teacher T, trained on the train split with L_Seg."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages import paths
+from stages.common import checkpoint_is_current, config_dict, train_segmenter
+from stages.data import load_split, open_store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Options of ``plc train-teacher``; ``data``/``out`` default from ``dataset``."""
+
+    dataset: str
+    data: Path | None = None
+    out: Path | None = None
+    model: str = "transunet"
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    augment: bool = True
+    force: bool = False
+    progress: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        from pipeline.models.registry import MODELS
+
+        if self.model not in MODELS:
+            raise ValueError(f"--model must be one of {', '.join(MODELS)}, got '{self.model}'.")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}.")
+
+    @property
+    def data_path(self) -> Path:
+        return self.data or paths.data_path(self.dataset)
+
+    @property
+    def out_path(self) -> Path:
+        return self.out or paths.teacher_path(self.dataset)
+
+
+def make_train_config(cfg, seed: int | None = None):  # noqa: ANN001, ANN201 - any stage config
+    """The pipeline TrainConfig shared by the teacher-team stages."""
+    from pipeline.train import TrainConfig
+
+    return TrainConfig(
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        seed=cfg.seed if seed is None else seed,
+        progress=cfg.progress,
+        device=cfg.device,
+    )
+
+
+def augmentation(enabled: bool):  # noqa: ANN201
+    """The teacher-team augmentation as a batch transform (or None)."""
+    if not enabled:
+        return None
+    from pipeline.augment import AugmentConfig, augment_batch
+
+    aug = AugmentConfig()
+
+    def transform(images, masks, generator):  # noqa: ANN001, ANN202
+        images, masks, _ = augment_batch(images, masks, None, aug, generator)
+        return images, masks
+
+    return transform
+
+
+def run(cfg: TeacherConfig) -> Path:
+    """Train the teacher; a no-op when the checkpoint exists with the same config."""
+    from pipeline.checkpoint import save_checkpoint
+    from pipeline.models.registry import build_model, check_input_size
+    from pipeline.train import resolve_device, seed_everything
+    from stages.evaluate import evaluate_model, write_metrics
+
+    out = cfg.out_path
+    if checkpoint_is_current(out, cfg, cfg.force):
+        logger.info("teacher %s is up to date (same config); use --force to retrain", out)
+        return out
+    store = open_store(cfg.data_path)
+    height, width = store.size
+    check_input_size(cfg.model, height, width)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, num_classes=len(store.classes), img_size=height)
+    train = load_split(store, "train")
+    history = train_segmenter(
+        model, train, train_cfg=make_train_config(cfg), batch_size=cfg.batch_size,
+        transform=augmentation(cfg.augment), desc="teacher",
+    )
+    device = resolve_device(cfg.device)
+    test = load_split(store, "test")
+    metrics = evaluate_model(model, test, len(store.classes), cfg.batch_size, device)
+    meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sha = save_checkpoint(
+        out, model.cpu(), model_name=cfg.model, num_classes=len(store.classes), img_size=height,
+        config=meta, extra={"history": history, "role": "teacher"},
+    )
+    write_metrics(metrics, out.with_suffix(".metrics.json"), {"checkpoint_sha256": sha, "role": "teacher", "model": cfg.model})
+    logger.info("teacher → %s (test Dice %.4f)", out, metrics["dice"])
+    return out
