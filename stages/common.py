@@ -76,3 +76,8 @@ def train_segmenter(
 
     steps = max(1, len(data) // batch_size)
     return fit(model, batches, step, train_cfg, steps_per_epoch=steps, desc=desc)
+
+
+def stable_history(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """History without wall-clock fields, so same-seed checkpoints stay byte-identical."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]

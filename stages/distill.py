@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.common import checkpoint_is_current, config_dict
+from stages.common import checkpoint_is_current, config_dict, stable_history
 from stages.data import SplitData, epoch_batches, load_split, open_store
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def run(cfg: DistillConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
     save_checkpoint(out / "student.pt", model.cpu(), model_name=cfg.student, num_classes=n_classes,
-                    img_size=height, config=meta, extra={"history": history, "role": "student"})
+                    img_size=height, config=meta, extra={"history": stable_history(history), "role": "student"})
     _write_curve(history, out / "curve.csv")
     metrics = evaluate_model(model.to(device), load_split(store, "test"), n_classes, cfg.batch_size, device)
     extra = {"config": config_dict(cfg), "dataset": store.name, "split": "test"}

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from stages import paths
-from stages.common import checkpoint_is_current, config_dict, train_segmenter
+from stages.common import checkpoint_is_current, config_dict, stable_history, train_segmenter
 from stages.data import SplitData, epoch_batches, load_split, open_store
 from stages.train_teacher import augmentation, make_train_config
 
@@ -186,7 +186,7 @@ def run(cfg: AssistantConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         out, model.cpu(), model_name=model_name, num_classes=n_classes, img_size=size,
-        config=meta, extra={"history": history, "role": f"assistant-{cfg.kind}"},
+        config=meta, extra={"history": stable_history(history), "role": f"assistant-{cfg.kind}"},
     )
     logger.info("assistant (%s) → %s", cfg.kind, out)
     return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages import paths
-from stages.common import checkpoint_is_current, config_dict, train_segmenter
+from stages.common import checkpoint_is_current, config_dict, stable_history, train_segmenter
 from stages.data import load_split, open_store
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def run(cfg: TeacherConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = save_checkpoint(
         out, model.cpu(), model_name=cfg.model, num_classes=len(store.classes), img_size=height,
-        config=meta, extra={"history": history, "role": "teacher"},
+        config=meta, extra={"history": stable_history(history), "role": "teacher"},
     )
     write_metrics(metrics, out.with_suffix(".metrics.json"), {"checkpoint_sha256": sha, "role": "teacher", "model": cfg.model})
     logger.info("teacher → %s (test Dice %.4f)", out, metrics["dice"])

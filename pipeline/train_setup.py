@@ -1,0 +1,101 @@
+"""Training set-up shared by ``pipeline.train``: seeding, device, AMP, optimiser, LR schedule."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("poly", "cosine", "constant")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+POLY_POWER = 0.9  # nnU-Net's polynomial decay exponent
+SGD_MOMENTUM = 0.9  # Nesterov SGD momentum
+
+
+def check_choice(field: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise naming ``field`` and the allowed ``choices`` when ``value`` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{field} must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch (CPU and CUDA); return a CPU generator seeded with ``seed``.
+
+    Deterministic algorithms are not forced (``torch.use_deterministic_algorithms`` is left
+    alone): CPU runs repeat exactly, CUDA runs up to non-deterministic kernels.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA if available, else CPU; otherwise the named device, checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f'device must be "auto" or a torch device string, got {name!r}.') from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f'device {name!r} asked for CUDA but none is available; use "cpu".')
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """The autocast dtype (``None``: AMP off) and whether a GradScaler is needed."""
+    check_choice("amp", amp, AMP_MODES)
+    if amp == "off":
+        return None, False
+    if device.type != "cuda":
+        if amp != "auto":
+            logger.warning("amp=%r is CUDA-only; training on %s without AMP.", amp, device)
+        return None, False
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
+    """LR multiplier of 0-based ``step`` out of ``total_steps`` (1 at step 0, → 0 at the end)."""
+    check_choice("schedule", schedule, SCHEDULES)
+    if schedule == "constant":
+        return 1.0
+    progress = min(step / max(total_steps, 1), 1.0)
+    if schedule == "poly":
+        return (1.0 - progress) ** POLY_POWER
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD over the trainable parameters of ``model``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters; nothing for fit() to train.")
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(
+        params, lr=lr, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay
+    )
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every Tensor inside a Tensor / tuple / list / dict batch to ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
