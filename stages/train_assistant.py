@@ -101,9 +101,14 @@ class FalsePixelBatches:
         fig = FIGConfig(
             queue_len_pos=cfg.fig_queue_len, queue_len_neg=cfg.fig_queue_len,
             pixels_per_image=cfg.fig_pixels_per_image, real_fraction=cfg.fig_real_fraction,
+            # after the fill passes, start once every queue holds some pixels
+            max_warmup_observations=cfg.fig_fill_passes * self._batches_per_pass(data),
         )
         self.sampler = FIGSampler(fig, num_classes, self.generator)
         self.augment = augmentation(cfg.augment)
+
+    def _batches_per_pass(self, data: SplitData) -> int:
+        return -(-len(data) // self.cfg.batch_size)
 
     def _real(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images, masks = self.data.batch(idx, torch.device("cpu"))
@@ -118,16 +123,17 @@ class FalsePixelBatches:
         self.sampler.observe(images, preds, masks)
 
     def fill(self) -> None:
-        """Queue-generation phase: observe the train split until every queue is full."""
+        """Queue-generation phase: observe the train split until the queues are ready."""
         for p in range(self.cfg.fig_fill_passes):
             for idx in epoch_batches(len(self.data), self.cfg.batch_size, -1 - p, self.cfg.seed):
                 self._observe(*self._real(idx))
                 if self.sampler.ready:
                     return
+        fills = [self.sampler.queues.fill(c) for c in range(self.sampler.queues.num_classes)]
         raise ValueError(
-            f"the teacher's false pixels did not fill the FIG queues (length {self.cfg.fig_queue_len}) "
-            f"in {self.cfg.fig_fill_passes} passes over the train split: lower --fig-queue-len "
-            "or raise --fig-fill-passes."
+            f"the teacher made no false pixels of some class in {self.cfg.fig_fill_passes} passes "
+            f"over the train split (queue fills per class: {fills}), so FIG cannot build images: "
+            "raise --fig-fill-passes or use a teacher trained for fewer epochs."
         )
 
     def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -136,8 +142,8 @@ class FalsePixelBatches:
             images, masks = self._real(idx)
             self._observe(images, masks)  # generation ...
             mask_idx = torch.randint(0, n, (len(idx),), generator=self.generator)
-            _, gt_masks = self._real(mask_idx)
-            yield self.sampler.make_batch(gt_masks)  # ... alternates with construction
+            real_images, gt_masks = self._real(mask_idx)
+            yield self.sampler.make_batch(gt_masks, real_images)  # ... alternates with construction
 
 
 def run(cfg: AssistantConfig) -> Path:

@@ -1,0 +1,162 @@
+"""Tests for pipeline.cascade: replace-if-correct, the variants, cascade properties."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.cascade import (
+    VARIANTS,
+    ClassBank,
+    SCConfig,
+    build_variants,
+    count_false,
+    false_pixels,
+    replace_if_correct,
+    sample_correct_pixels,
+)
+
+shapes = {
+    "seed": st.integers(0, 2**31 - 1),
+    "b": st.integers(1, 3),
+    "c": st.integers(2, 4),
+    "h": st.integers(1, 6),
+    "w": st.integers(1, 6),
+    "f": st.integers(1, 6),
+}
+
+
+def _load_oracles() -> ModuleType:
+    """The sibling helper module (test folders are not on sys.path under importlib mode)."""
+    if "cascade_oracles" not in sys.modules:
+        path = Path(__file__).with_name("cascade_oracles.py")
+        spec = importlib.util.spec_from_file_location("cascade_oracles", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["cascade_oracles"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["cascade_oracles"]
+
+
+_oracles = _load_oracles()
+make_case = _oracles.make_case
+ric_loop = _oracles.ric_loop
+sc_loop = _oracles.sc_loop
+
+
+def random_bank(seed: int, c: int, f: int) -> ClassBank:
+    p, _, _, feats, gt = make_case(seed + 1, 3, c, 4, 4, f)
+    g = torch.Generator().manual_seed(seed)
+    return ClassBank.from_samples(
+        [sample_correct_pixels(p[i], feats[i], gt[i], 3, g) for i in range(3)]
+    )
+
+
+def test_replace_if_correct_hand_case() -> None:
+    prev = torch.tensor([[0.6, 0.4], [0.7, 0.3], [0.2, 0.8], [0.9, 0.1]]).T.reshape(1, 2, 1, 4)
+    assist = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]]).T.reshape(1, 2, 1, 4)
+    gt = torch.tensor([[[1, 1, 1, 0]]])
+    out = replace_if_correct(prev, assist, gt)
+    # px0: prev wrong, assist right -> assist; px1: both wrong -> prev;
+    # px2: prev right -> prev; px3: prev right, assist wrong -> prev.
+    expected = torch.stack([assist[..., 0], prev[..., 1], prev[..., 2], prev[..., 3]], dim=-1)
+    assert torch.equal(out, expected)
+    assert false_pixels(out, gt).tolist() == [[[False, True, False, False]]]
+    assert count_false(out, gt).tolist() == [1]
+
+
+def test_replace_if_correct_validates() -> None:
+    p = torch.rand(1, 2, 3, 3)
+    with pytest.raises(ValueError, match="y_prev and y_assist must have the same shape"):
+        replace_if_correct(p, torch.rand(1, 2, 3, 4), torch.zeros(1, 3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="gt must have shape"):
+        replace_if_correct(p, p, torch.zeros(1, 3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"gt values must lie in \[0, 2\)"):
+        replace_if_correct(p, p, torch.full((1, 3, 3), 5))
+
+
+@settings(max_examples=40, deadline=None)
+@given(**shapes, with_bank=st.booleans(), backend=st.sampled_from(["torch", "numpy", "faiss-cpu"]))
+def test_variants_properties_and_definitions(
+    seed: int, b: int, c: int, h: int, w: int, f: int, with_bank: bool, backend: str
+) -> None:
+    p_t, p_f, p_b, feats, gt = make_case(seed, b, c, h, w, f)
+    bank = random_bank(seed, c, f) if with_bank else None
+    cfg = SCConfig(backend=backend, smoothing=0.1)
+    inputs = [t.clone() for t in (p_t, p_f, p_b, feats, gt)]
+    variants, info = build_variants(p_t, p_f, p_b, feats, gt, cfg, bank)
+    assert tuple(variants) == VARIANTS
+    for before, after in zip(inputs, (p_t, p_f, p_b, feats, gt), strict=True):
+        assert torch.equal(before, after)  # inputs untouched
+
+    # definitions, against loop implementations
+    y_f = ric_loop(p_t, p_f, gt)
+    y_b = ric_loop(y_f, p_b, gt)
+    assert torch.equal(variants["teacher"], p_t)
+    assert torch.equal(variants["teacher_fa"], y_f)
+    assert torch.equal(variants["teacher_ba"], ric_loop(p_t, p_b, gt))
+    assert torch.equal(variants["teacher_fa_ba"], y_b)
+    bank_dicts = (bank.features, bank.soft) if bank is not None else None
+    for name, source in (("teacher_sc", p_t), ("plc", y_b)):
+        ref, margin = sc_loop(source, feats, gt, 0.1, bank_dicts)
+        ok = (variants[name] == ref).all(dim=1) | (margin < 1e-5)  # float32 near-ties excused
+        assert ok.all(), name
+        assert sum(info[name].values()) == int(false_pixels(source, gt).sum())
+
+    # a correct pixel never turns wrong; false counts never increase; SC ends all-correct
+    order = ("teacher", "teacher_fa", "teacher_fa_ba", "plc")
+    wrong = {k: false_pixels(variants[k], gt) for k in VARIANTS}
+    for earlier, later in itertools.pairwise(order):
+        assert not (wrong[later] & ~wrong[earlier]).any()
+        assert int(wrong[later].sum()) <= int(wrong[earlier].sum())
+    assert not (wrong["teacher_ba"] & ~wrong["teacher"]).any()
+    assert not wrong["plc"].any() and not wrong["teacher_sc"].any()
+    # correct pixels keep their exact vectors through SC
+    for name, source in (("teacher_sc", p_t), ("plc", y_b)):
+        keep = ~false_pixels(source, gt).unsqueeze(1).expand_as(source)
+        assert torch.equal(variants[name][keep], source[keep])
+
+
+def test_variants_chain_uses_y_f_for_boundary_assistant() -> None:
+    # One pixel, GT 1. T wrong, TA_f right -> Y^F = P_f; TA_b right too but must not replace.
+    p_t = torch.tensor([0.8, 0.2]).view(1, 2, 1, 1)
+    p_f = torch.tensor([0.3, 0.7]).view(1, 2, 1, 1)
+    p_b = torch.tensor([0.1, 0.9]).view(1, 2, 1, 1)
+    gt = torch.ones(1, 1, 1, dtype=torch.long)
+    feats = torch.ones(1, 2, 1, 1)
+    variants, info = build_variants(p_t, p_f, p_b, feats, gt, SCConfig(backend="torch"))
+    assert torch.equal(variants["teacher_fa_ba"], p_f)
+    assert torch.equal(variants["teacher_ba"], p_b)
+    assert torch.equal(variants["plc"], p_f)
+    assert torch.allclose(variants["teacher_sc"].flatten(), torch.tensor([0.1, 0.9]))
+    assert info["teacher_sc"] == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 1}
+    assert info["plc"] == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 0}
+
+
+def test_variants_float16_keep_dtype() -> None:
+    p_t, p_f, p_b, feats, gt = make_case(3, 2, 3, 5, 5, 4)
+    variants, _ = build_variants(
+        p_t.half(), p_f.half(), p_b.half(), feats.half(), gt, SCConfig(backend="torch")
+    )
+    assert all(v.dtype == torch.float16 for v in variants.values())
+    assert not false_pixels(variants["plc"], gt).any()
+
+
+@pytest.mark.gpu
+def test_variants_on_cuda_match_cpu() -> None:
+    p_t, p_f, p_b, feats, gt = make_case(11, 4, 3, 32, 32, 16)
+    cfg = SCConfig(backend="torch")
+    cpu, _ = build_variants(p_t, p_f, p_b, feats, gt, cfg)
+    cuda_in = [t.cuda() for t in (p_t, p_f, p_b, feats, gt)]
+    gpu, _ = build_variants(*cuda_in, SCConfig(backend="auto"))
+    for name in VARIANTS:
+        assert gpu[name].device.type == "cuda"
+        assert torch.allclose(gpu[name].cpu(), cpu[name])
+    assert not false_pixels(gpu["plc"], cuda_in[4]).any()
