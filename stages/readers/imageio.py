@@ -9,10 +9,11 @@ marker and a PNG with its ``IEND`` chunk, or Pillow must load it completely.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -33,11 +34,12 @@ class ReadError(Exception):
 @contextmanager
 def quiet_opencv() -> Iterator[None]:
     """Silence OpenCV's own stderr log while decoding (its errors become ReadErrors here)."""
-    previous = cv2.setLogLevel(0)  # 0 = silent
+    log = cv2.utils.logging
+    previous = log.setLogLevel(log.LOG_LEVEL_SILENT)
     try:
         yield
     finally:
-        cv2.setLogLevel(previous)
+        log.setLogLevel(previous)
 
 
 def check_complete(data: bytes) -> None:
@@ -116,7 +118,11 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
         return array.astype(np.uint8) * 255
     if array.dtype.kind in "ui" and array.min() >= 0 and array.max() <= 65535:
         return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if array.dtype.kind == "f" and np.isfinite(array).all() and 0 <= array.min() <= array.max() <= 1:
+    if (
+        array.dtype.kind == "f"
+        and np.isfinite(array).all()
+        and 0 <= array.min() <= array.max() <= 1
+    ):
         return np.round(array * 255).astype(np.uint8)
     raise ReadError(
         f"unsupported pixel type {array.dtype} with values {array.min()}..{array.max()} "
@@ -136,8 +142,10 @@ def to_rgb(array: np.ndarray, is_bgr: bool) -> np.ndarray:
         return np.repeat(array[..., None], 3, axis=2)  # (H, W) -> (H, W, 3)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ReadError(f"unsupported image shape {array.shape} (expected gray, RGB or RGBA)")
-    rgb = array[..., :3]
-    return np.ascontiguousarray(rgb[..., ::-1] if is_bgr else rgb)
+    if is_bgr:
+        code = cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGB
+        return cv2.cvtColor(array, code)
+    return np.ascontiguousarray(array[..., :3])
 
 
 def to_binary_mask(array: np.ndarray) -> np.ndarray:
@@ -154,8 +162,8 @@ def to_binary_mask(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
     if array.ndim == 3:
-        channels = array[..., :3] if array.shape[2] >= 3 else array[..., :1]  # drop alpha
-        array = channels.max(axis=2)  # (H, W, C) -> (H, W)
+        planes = [array[..., c] for c in range(3 if array.shape[2] >= 3 else 1)]  # drop alpha
+        array = functools.reduce(np.maximum, planes)  # (H, W, C) -> (H, W), fast for C = 3
     if array.ndim != 2:
         raise ReadError(f"unsupported mask shape {array.shape} (expected a 2-D mask)")
     top = float(array.max())
@@ -166,14 +174,13 @@ def to_binary_mask(array: np.ndarray) -> np.ndarray:
             f"non-binary mask values: the largest value is {top:g}, which looks like class "
             "indices; expected 0/1 or 0/255"
         )
-    values = array.astype(np.float32)
-    mid = float(np.mean((values > top / 4) & (values < top * 3 / 4)))
+    mid = np.count_nonzero((array > top / 4) & (array < top * 3 / 4)) / array.size
     if mid > NON_BINARY_LIMIT:
         raise ReadError(
             f"non-binary mask values: {mid:.1%} of pixels are mid-grey (between {top / 4:g} "
             f"and {top * 3 / 4:g}); expected values near 0 and near {top:g}"
         )
-    return (values > top / 2).astype(np.uint8)
+    return (array > top / 2).astype(np.uint8)
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:

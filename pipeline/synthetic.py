@@ -1,0 +1,229 @@
+"""Synthetic lesion images that are hard the way medical images are hard.
+
+Each sample is a textured, vignetted tissue-like background with one irregular lesion whose
+colour differs only slightly from the background and fades into it over a blurred, wobbly
+band around the ground-truth boundary (so the boundary is genuinely ambiguous), plus
+look-alike distractor blobs that are background, specular highlights and sensor noise.
+A few samples are empty (distractors only). numpy + OpenCV only; about a millisecond per
+224² image. The same generator and arguments always give identical arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MIN_AREA, MAX_AREA = 0.01, 0.40  # lesion area as a fraction of the image
+_MIN_SIZE = 16
+
+
+def generate_sample(
+    rng: np.random.Generator, size: int, empty: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one synthetic image and its lesion mask.
+
+    Args:
+        rng: the random generator; the sample is a pure function of its state.
+        size: side of the square image in pixels (>= 16).
+        empty: draw no lesion (the mask is all zero; distractors are still drawn).
+
+    Returns:
+        ``(image, mask)``: image ``(H, W, 3)`` uint8 RGB, mask ``(H, W)`` uint8 in {0, 1},
+        with ``H = W = size``.
+    """
+    if size < _MIN_SIZE:
+        raise ValueError(f"size must be at least {_MIN_SIZE} pixels, got {size}.")
+    scale = size / 224.0
+    base = _tissue_colour(rng)
+    image = _background(rng, size, base)  # (3, H, W) float32: channel-first is fast here
+    delta = _lesion_delta(rng)
+    mask = np.zeros((size, size), np.uint8)
+    if not empty:
+        mask = _lesion_mask(rng, size)
+        alpha = _soft_alpha(rng, mask, scale)
+        texture = _noise(rng, size, 12)[None]  # (1, H, W): the lesion's own surface texture
+        image += alpha[None] * (delta + (0.3 * delta + 0.05 * base) * texture)
+    for _ in range(int(rng.integers(1, 4))):
+        _add_distractor(rng, image, mask, delta, scale)
+    _add_speculars(rng, image, mask, scale)
+    sigma = float(rng.uniform(0.5, 1.2)) * max(scale, 0.5)
+    image = cv2.GaussianBlur(image.transpose(1, 2, 0), (0, 0), sigma)  # (H, W, 3)
+    # sensor noise: a sum of two uniforms is close enough to Gaussian and 3x cheaper to draw
+    noise = rng.random((2, *image.shape), dtype=np.float32)  # (2, H, W, 3)
+    image += np.float32(rng.uniform(3.0, 8.0) * np.sqrt(6.0)) * (noise[0] - noise[1])
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), mask
+
+
+def generate_dataset(
+    n: int, size: int, seed: int, empty_fraction: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generate ``n`` samples; exactly ``round(empty_fraction * n)`` of them are empty.
+
+    Sample ``i`` is drawn from its own child of ``SeedSequence(seed)``, so the arrays depend
+    only on the arguments.
+
+    Args:
+        n: number of samples (>= 1).
+        size: side of each square image in pixels (>= 16).
+        seed: the seed; the same seed gives identical arrays.
+        empty_fraction: fraction of samples without a lesion, in [0, 1].
+
+    Returns:
+        ``(images, masks)``: images ``(N, H, W, 3)`` uint8 RGB, masks ``(N, H, W)`` uint8
+        in {0, 1}.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}.")
+    if not 0.0 <= empty_fraction <= 1.0:
+        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}.")
+    seq = np.random.SeedSequence(seed)
+    order_seq, *sample_seqs = seq.spawn(n + 1)
+    n_empty = round(empty_fraction * n)
+    empty = np.zeros(n, bool)
+    empty[np.random.default_rng(order_seq).permutation(n)[:n_empty]] = True
+    images = np.empty((n, size, size, 3), np.uint8)
+    masks = np.empty((n, size, size), np.uint8)
+    for i, child in enumerate(sample_seqs):
+        images[i], masks[i] = generate_sample(np.random.default_rng(child), size, bool(empty[i]))
+    logger.debug("generated %d synthetic samples of %d² (%d empty)", n, size, n_empty)
+    return images, masks
+
+
+def _noise(rng: np.random.Generator, size: int | tuple[int, int], cells: int) -> np.ndarray:
+    """Smooth noise ``(H, W)`` float32, unit-ish amplitude, ``cells`` bumps per side."""
+    height, width = (size, size) if isinstance(size, int) else size
+    grid = rng.standard_normal((cells, cells), dtype=np.float32)
+    # bicubic to a quarter size, then bilinear: smooth, and 5x cheaper than bicubic alone
+    small = (max(width // 4, cells), max(height // 4, cells))
+    grid = cv2.resize(grid, small, interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _tissue_colour(rng: np.random.Generator) -> np.ndarray:
+    """A mucosa/skin-like RGB base colour ``(3, 1, 1)`` float32."""
+    red = rng.uniform(150, 215)
+    rgb = [red, red * rng.uniform(0.40, 0.65), red * rng.uniform(0.30, 0.55)]
+    return np.array(rgb, np.float32).reshape(3, 1, 1)  # (3,) -> (3, 1, 1)
+
+
+def _background(rng: np.random.Generator, size: int, base: np.ndarray) -> np.ndarray:
+    """Textured, vignetted background ``(3, H, W)`` float32 in 0..255 units."""
+    low, mid = _noise(rng, size, 4), _noise(rng, size, 16)
+    shade = (
+        1.0 + np.float32(rng.uniform(0.08, 0.15)) * low + np.float32(rng.uniform(0.03, 0.06)) * mid
+    )
+    axis = np.arange(size, dtype=np.float32) / np.float32(size / 2.0)
+    cy, cx = rng.uniform(0.7, 1.3, 2).astype(np.float32)
+    radius2 = ((axis[:, None] - cy) ** 2 + (axis[None, :] - cx) ** 2) / 2  # ≈ 1 in the corners
+    shade *= 1.0 - np.float32(rng.uniform(0.25, 0.55)) * radius2  # vignetting
+    tint = 0.04 * rng.standard_normal((3, 1, 1), dtype=np.float32) * _noise(rng, size, 3)[None]
+    return shade[None] * (base * (1.0 + tint))
+
+
+def _lesion_delta(rng: np.random.Generator) -> np.ndarray:
+    """The lesion's colour offset ``(3, 1, 1)`` from the background: small (low contrast)."""
+    direction = np.array([rng.uniform(-1, 1), rng.uniform(-1, 0.3), rng.uniform(-0.6, 0.6)])
+    direction /= np.linalg.norm(direction) + 1e-6
+    return (direction * rng.uniform(16.0, 40.0)).astype(np.float32).reshape(3, 1, 1)
+
+
+def _blob(rng: np.random.Generator, size: int, centre: np.ndarray, radius: float) -> np.ndarray:
+    """An irregular filled blob ``(H, W)`` uint8 in {0, 1} of about ``π radius²`` pixels."""
+    mask = np.zeros((size, size), np.uint8)
+    if rng.random() < 0.5:  # smoothed random radii
+        theta = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+        r = np.ones_like(theta)
+        for k in range(2, 7):
+            r += rng.uniform(0, 0.4) / k * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+        r = radius * np.maximum(r, 0.35)
+        pts = np.stack([centre[0] + r * np.cos(theta), centre[1] + r * np.sin(theta)], 1)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+        return mask
+    for _ in range(int(rng.integers(2, 5))):  # a union of ellipses
+        offset = rng.normal(0, radius * 0.35, 2)
+        axes = radius * rng.uniform(0.45, 0.95, 2)
+        cx, cy = np.round(centre + offset).astype(int)
+        ax = tuple(int(a) for a in np.maximum(np.round(axes), 1))
+        cv2.ellipse(mask, (int(cx), int(cy)), ax, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    return mask
+
+
+def _lesion_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The ground-truth lesion ``(H, W)`` uint8 {0, 1} covering 1 %–40 % of the image."""
+    for _ in range(20):
+        target = float(np.exp(rng.uniform(np.log(MIN_AREA * 1.3), np.log(MAX_AREA * 0.85))))
+        radius = np.sqrt(target * size * size / np.pi)
+        centre = rng.uniform(radius * 0.8, size - radius * 0.8, 2)
+        mask = _blob(rng, size, centre, radius)
+        if MIN_AREA <= mask.mean() <= MAX_AREA:
+            return mask
+    mask = np.zeros((size, size), np.uint8)  # fallback: a centred ellipse of ~10 % area
+    axis = round(float(np.sqrt(0.1 * size * size / np.pi)))
+    cv2.ellipse(mask, (size // 2, size // 2), (axis, axis), 0.0, 0, 360, 1, -1)
+    return mask
+
+
+def _signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Signed distance ``(H, W)`` float32 to the boundary: positive inside ``mask``."""
+    inside = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    outside = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
+    return inside - outside
+
+
+def _soft_alpha(rng: np.random.Generator, mask: np.ndarray, scale: float) -> np.ndarray:
+    """Visibility ``(H, W)`` float32 in [0, 1]: a blurred, wobbling, shifted edge.
+
+    The visible edge is a sigmoid of the signed distance with a random width, a random
+    inward/outward shift and a smooth wobble, so the colour blends into the background
+    over several pixels and the 0.5 level does not follow the ground-truth boundary.
+    """
+    width = np.float32(rng.uniform(1.5, 4.0) * scale)
+    shift = np.float32(rng.uniform(-1.0, 1.0)) * width
+    cells = max(2, round(10 * max(mask.shape) / (224 * scale)))  # ~10 bumps per 224 px
+    wobble = np.float32(rng.uniform(0.5, 1.5)) * width * _noise(rng, mask.shape, cells)
+    z = (_signed_distance(mask) + wobble - shift) / (2 * width)
+    return 0.5 + 0.5 * np.tanh(z)  # the logistic sigmoid of 2z, without overflow
+
+
+def _add_distractor(
+    rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, delta: np.ndarray, scale: float
+) -> None:
+    """Paint (in place) a lesion-like background blob outside the lesion."""
+    size = mask.shape[0]
+    keep_out = cv2.dilate(mask, np.ones((9, 9), np.uint8)) if mask.any() else mask
+    radius = np.sqrt(rng.uniform(0.004, 0.04) * size * size / np.pi)
+    centre = rng.uniform(radius, size - radius, 2)
+    blob = _blob(rng, size, centre, radius) * (1 - keep_out)
+    if not blob.any():
+        return
+    x, y, w, h = cv2.boundingRect(blob)
+    pad = int(np.ceil(12 * scale)) + 2  # the soft edge dies out well within this margin
+    y0, y1 = max(y - pad, 0), min(y + h + pad, size)
+    x0, x1 = max(x - pad, 0), min(x + w + pad, size)
+    jitter = rng.normal(0, 3.0, (3, 1, 1)).astype(np.float32)
+    alpha = _soft_alpha(rng, blob[y0:y1, x0:x1], scale) * (1 - keep_out[y0:y1, x0:x1])
+    colour = delta * np.float32(rng.uniform(0.6, 1.1)) + jitter  # (3, 1, 1)
+    image[:, y0:y1, x0:x1] += alpha[None] * colour
+
+
+def _add_speculars(
+    rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, scale: float
+) -> None:
+    """Add (in place) a few small saturated white highlights, some on the lesion."""
+    size = mask.shape[0]
+    spots = np.zeros((size, size), np.float32)
+    lesion = np.argwhere(mask > 0)
+    for _ in range(int(rng.integers(0, 6))):
+        if lesion.size and rng.random() < 0.5:
+            cy, cx = lesion[rng.integers(len(lesion))]
+        else:
+            cy, cx = rng.integers(0, size, 2)
+        axes = tuple(int(max(1, round(a))) for a in rng.uniform(1, 5, 2) * scale)
+        cv2.ellipse(spots, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    if spots.any():
+        spots = cv2.GaussianBlur(spots, (0, 0), max(0.8 * scale, 0.5))
+        image += spots[None] * np.float32(rng.uniform(120, 220))

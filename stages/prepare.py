@@ -1,0 +1,283 @@
+"""Stage `prepare`: a raw dataset folder (or the synthetic generator) → ``data/<ds>.zarr``.
+
+Every file is read and checked before anything is written; all problems are reported in
+one :class:`~stages.readers.DatasetError`. Images are normalised to RGB uint8 and masks
+to {0, 1}, both resized to ``size × size``; the manifest records each source file's
+SHA-256, original size, foreground fraction, split and flags. Rerunning with the same
+config is a no-op (the config hash is stored in the store's ``source``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.synthetic import generate_dataset
+from stages.progress import track
+from stages.readers import (
+    LAYOUTS,
+    DatasetError,
+    Layout,
+    LoadedPair,
+    Problem,
+    RawPair,
+    load_pair,
+    seeded_split,
+)
+from stages.readers.imageio import quiet_opencv
+from storage_schema import StoreError, build_manifest, open_dataset_store, write_dataset_store
+
+logger = logging.getLogger(__name__)
+
+_STORE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")  # storage_schema's rule for a store name
+_MAX_WORKERS = 8
+Prepared = tuple[np.ndarray, np.ndarray, list[dict], int]  # images, masks, records, n official
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What `prepare` builds.
+
+    Attributes:
+        dataset: layout name, one of ``stages.readers.LAYOUTS``.
+        out: the store to write, e.g. ``data/kvasir.zarr`` (its stem is the dataset name).
+        root: the raw dataset folder (required except for ``synthetic``, which does not
+            read it: dvc.yaml passes one placeholder root for every layout).
+        size: side of the stored square images, a multiple of 16 in 32..2048.
+        split: train fraction of the seeded split (layouts without an official split).
+        seed: seed of the seeded split (and of the synthetic generator).
+        count: number of synthetic images (``synthetic`` only).
+        include_negatives: also store the no-lesion images (``folder`` layout).
+        overwrite: replace an existing ``out``.
+        progress: show a progress bar while reading files.
+    """
+
+    dataset: str
+    out: Path
+    root: Path | None = None
+    size: int = 224
+    split: float = 0.8
+    seed: int = 0
+    count: int = 200
+    include_negatives: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if self.root is not None:
+            object.__setattr__(self, "root", Path(self.root))
+        if self.dataset not in LAYOUTS:
+            raise ValueError(
+                f"--dataset must be one of {', '.join(LAYOUTS)}, got {self.dataset!r}."
+            )
+        _check_numbers(self)
+        _check_paths(self, LAYOUTS[self.dataset])
+
+    def identity(self) -> dict:
+        """The fields that decide the store's content (not where it goes or how it is run)."""
+        reads_root = self.root is not None and LAYOUTS[self.dataset].needs_root
+        return {
+            "dataset": self.dataset,
+            "root": str(self.root.resolve()) if reads_root else None,  # type: ignore[union-attr]
+            "size": self.size,
+            "split": self.split,
+            "seed": self.seed,
+            "count": self.count if self.dataset == "synthetic" else None,
+            "include_negatives": self.include_negatives,
+        }
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of :meth:`identity`: equal digests give equal stores."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_numbers(cfg: PrepareConfig) -> None:
+    if isinstance(cfg.size, bool) or not isinstance(cfg.size, int):
+        raise ValueError(f"--size must be an integer, got {cfg.size!r}.")
+    if not 32 <= cfg.size <= 2048 or cfg.size % 16:
+        raise ValueError(f"--size must be a multiple of 16 between 32 and 2048, got {cfg.size}.")
+    if not 0.0 < cfg.split < 1.0:
+        raise ValueError(f"--split (the train fraction) must be in (0, 1), got {cfg.split}.")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {cfg.seed!r}.")
+    if isinstance(cfg.count, bool) or not isinstance(cfg.count, int) or cfg.count < 2:
+        raise ValueError(f"--count (synthetic images) must be an integer >= 2, got {cfg.count!r}.")
+
+
+def _check_paths(cfg: PrepareConfig, layout: Layout) -> None:
+    if not _STORE_NAME.match(cfg.out.stem):
+        raise ValueError(
+            f"--out's name {cfg.out.stem!r} must use only letters, digits, '_', '.' or '-'."
+        )
+    if layout.needs_root and cfg.root is None:
+        raise ValueError(f"--root is required for dataset '{cfg.dataset}': pass its raw folder.")
+    if layout.needs_root and not cfg.root.is_dir():  # type: ignore[union-attr]
+        raise ValueError(f"--root {cfg.root} does not exist or is not a folder.")
+    if cfg.include_negatives and layout.negatives is None:
+        allowed = ", ".join(name for name, lay in LAYOUTS.items() if lay.negatives)
+        raise ValueError(f"--include-negatives is only supported by dataset(s): {allowed}.")
+
+
+def run(cfg: PrepareConfig) -> Path:
+    """Build the dataset store ``cfg.out``; a no-op when it already holds this config.
+
+    Returns:
+        ``cfg.out``.
+
+    Raises:
+        DatasetError: listing every bad file or folder (nothing is written).
+        FileExistsError: ``out`` exists with another config (or is no store) and
+            ``overwrite`` is False.
+    """
+    if _up_to_date(cfg):
+        return cfg.out
+    layout = LAYOUTS[cfg.dataset]
+    logger.info("preparing %s at %d² into %s", cfg.dataset, cfg.size, cfg.out)
+    prepared = _from_files(cfg, layout) if layout.needs_root else _synthetic(cfg)
+    images, masks, records, n_official = prepared
+    source = {
+        "layout": cfg.dataset,
+        "root": cfg.identity()["root"],
+        "config": cfg.identity(),
+        "config_sha256": cfg.digest(),
+        "split": _split_source(cfg, records, n_official),
+    }
+    path = write_dataset_store(
+        cfg.out,
+        images=images,
+        masks=masks,
+        manifest=build_manifest(records),
+        name=cfg.out.stem,
+        classes=list(layout.classes),
+        source=source,
+        overwrite=cfg.overwrite,
+    )
+    logger.info("prepared %d images into %s", len(records), path)
+    return path
+
+
+def _up_to_date(cfg: PrepareConfig) -> bool:
+    """True when ``out`` holds a store of this config; refuse a different one unless overwrite."""
+    if not cfg.out.exists() or cfg.overwrite:
+        return False
+    try:
+        stored = open_dataset_store(cfg.out).attrs.get("source", {})
+    except StoreError as err:
+        raise FileExistsError(
+            f"{cfg.out} exists but is not a readable dataset store ({err}); "
+            "pass overwrite=True (--overwrite) to replace it."
+        ) from err
+    if stored.get("config_sha256") == cfg.digest():
+        logger.info("%s is up to date (same prepare config); nothing to do", cfg.out)
+        return True
+    old = stored.get("config", {})
+    changed = [k for k, v in cfg.identity().items() if old.get(k) != v] or ["unknown"]
+    raise FileExistsError(
+        f"{cfg.out} was prepared with a different config (changed: {', '.join(changed)}); "
+        "pass overwrite=True (--overwrite) to replace it."
+    )
+
+
+def _from_files(cfg: PrepareConfig, layout: Layout) -> Prepared:
+    """Scan, read and check every file; raise one DatasetError or return the arrays."""
+    assert cfg.root is not None  # checked by PrepareConfig
+    listing = layout.scan(cfg.root, cfg.include_negatives)
+    pairs = listing.pairs
+    splits = seeded_split(pairs, cfg.split, cfg.seed)
+    images = np.zeros((len(pairs), cfg.size, cfg.size, 3), np.uint8)
+    masks = np.zeros((len(pairs), cfg.size, cfg.size), np.uint8)
+    records: list[dict] = []
+    problems = list(listing.problems)
+    for index, (loaded, found) in enumerate(_load_all(pairs, cfg.size, cfg.progress)):
+        problems += found
+        if loaded is not None and not problems:  # stop keeping arrays once anything failed
+            images[index], masks[index] = loaded.image, loaded.mask
+            records.append(_record(pairs[index], loaded, splits[index], cfg.root))
+    if problems:
+        raise DatasetError(
+            f"dataset '{cfg.dataset}' at {cfg.root} has {len(problems)} problem(s); "
+            "fix them and rerun (nothing was written):",
+            problems,
+        )
+    return images, masks, records, sum(p.split is not None for p in pairs)
+
+
+def _load_all(
+    pairs: Sequence[RawPair], size: int, progress: bool
+) -> Iterator[tuple[LoadedPair | None, list[Problem]]]:
+    """Load the pairs in order on a few threads (decoding releases the GIL)."""
+    workers = max(1, min(_MAX_WORKERS, os.cpu_count() or 1))
+    with quiet_opencv(), ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(load_pair, pairs, [size] * len(pairs))
+        yield from track(results, "checking files", total=len(pairs), enabled=progress)
+
+
+def _record(pair: RawPair, loaded: LoadedPair, split: str, root: Path) -> dict:
+    """The manifest record of one loaded pair (paths relative to the dataset root)."""
+    return {
+        "id": pair.id,
+        "split": split,
+        "image_path": pair.image_path.relative_to(root).as_posix(),
+        "mask_path": pair.mask_path.relative_to(root).as_posix() if pair.mask_path else None,
+        "orig_height": loaded.orig_height,
+        "orig_width": loaded.orig_width,
+        "image_sha256": loaded.image_sha256,
+        "mask_sha256": loaded.mask_sha256,
+        "fg_fraction": loaded.fg_fraction,
+        "empty_mask": "empty_mask" in loaded.flags,
+        "flags": ",".join(loaded.flags),
+    }
+
+
+def _synthetic(cfg: PrepareConfig) -> Prepared:
+    """Generate ``count`` images; empty samples are split as their own stratum."""
+    images, masks = generate_dataset(cfg.count, cfg.size, cfg.seed)
+    ids = [f"synth_{i:05d}" for i in range(cfg.count)]
+    empty = ~masks.reshape(cfg.count, -1).any(axis=1)  # (N, H, W) -> (N, H*W) -> (N,)
+    strata = [
+        RawPair(i, Path("synthetic", i), None, negative=bool(e))
+        for i, e in zip(ids, empty, strict=True)
+    ]
+    splits = seeded_split(strata, cfg.split, cfg.seed)
+    records = []
+    for index, sample_id in enumerate(ids):
+        fg = float(masks[index].mean())
+        records.append(
+            {
+                "id": sample_id,
+                "split": splits[index],
+                "image_path": f"synthetic/{sample_id}/image",
+                "mask_path": f"synthetic/{sample_id}/mask",
+                "orig_height": cfg.size,
+                "orig_width": cfg.size,
+                "image_sha256": hashlib.sha256(images[index].tobytes()).hexdigest(),
+                "mask_sha256": hashlib.sha256(masks[index].tobytes()).hexdigest(),
+                "fg_fraction": fg,
+                "empty_mask": fg == 0.0,
+                "flags": "empty_mask" if fg == 0.0 else "",
+            }
+        )
+    return images, masks, records, 0
+
+
+def _split_source(cfg: PrepareConfig, records: list[dict], n_official: int) -> dict:
+    """How the split was made, for the store's ``source``."""
+    counts = {s: sum(r["split"] == s for r in records) for s in ("train", "val", "test")}
+    return {
+        "official": n_official,
+        "seeded": len(records) - n_official,
+        "train_fraction": cfg.split,
+        "seed": cfg.seed,
+        "counts": counts,
+    }

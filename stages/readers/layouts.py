@@ -1,0 +1,135 @@
+"""Listers for the raw dataset layouts: each maps a root folder to pairs and problems.
+
+The exact trees are documented in ``docs/datasets.md``. A lister only looks at names; the
+files themselves are checked when they are loaded (``stages.readers.pairs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from stages.readers.base import Listing, Problem, RawPair, Split, image_files, pair_folders
+
+logger = logging.getLogger(__name__)
+
+NEGATIVES_DIR = "ood_negatives"
+NEGATIVE_PREFIX = "neg_"
+KVASIR_DIR = "Kvasir-SEG"
+CVC_DIR = "CVC-EndoSceneStill"
+CVC_SPLITS: tuple[tuple[str, Split], ...] = (
+    ("TrainDataset", "train"),
+    ("ValidationDataset", "val"),
+    ("TestDataset", "test"),
+)
+ISIC_SETS: tuple[tuple[str, str, Split], ...] = (
+    ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth", "train"),
+    ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth", "val"),
+    ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth", "test"),
+)
+IDRID_DIR = "A. Segmentation"
+IDRID_IMAGES = "1. Original Images"
+IDRID_MASKS = "2. All Segmentation Groundtruths"
+IDRID_OD = "5. Optic Disc"
+IDRID_SETS: tuple[tuple[str, Split], ...] = (
+    ("a. Training Set", "train"),
+    ("b. Testing Set", "test"),
+)
+
+
+def list_folder(root: Path) -> Listing:
+    """``images/`` + ``masks/`` paired by file stem; no official split.
+
+    Negatives in ``ood_negatives/`` are listed by :func:`list_folder_negatives` only.
+    """
+    return pair_folders(root, root / "images", root / "masks")
+
+
+def list_folder_negatives(root: Path) -> Listing:
+    """``ood_negatives/images`` (+ optional ``ood_negatives/masks``): no-lesion images.
+
+    Ids are the stems prefixed with ``neg_``. Without a masks folder every mask is empty;
+    with one, every negative image needs its mask.
+    """
+    images_dir, masks_dir = root / NEGATIVES_DIR / "images", root / NEGATIVES_DIR / "masks"
+    if not images_dir.is_dir():
+        reason = "missing negatives folder (include_negatives=True expects ood_negatives/images)"
+        return Listing(root, problems=[Problem(images_dir, reason)])
+    if masks_dir.is_dir():
+        listing = pair_folders(root, images_dir, masks_dir, id_prefix=NEGATIVE_PREFIX)
+    else:
+        images, problems = image_files(images_dir)
+        pairs = [RawPair(NEGATIVE_PREFIX + stem, path, None) for stem, path in images.items()]
+        listing = Listing(root, pairs, problems)
+        if not images:
+            listing.problems.append(Problem(images_dir, "no image files"))
+    listing.pairs = [dataclasses.replace(p, negative=True) for p in listing.pairs]
+    return listing
+
+
+def list_kvasir(root: Path) -> Listing:
+    """Kvasir-SEG: ``[Kvasir-SEG/]images/*.jpg`` + ``masks/*.jpg``; no official split."""
+    base = root / KVASIR_DIR if (root / KVASIR_DIR).is_dir() else root
+    return pair_folders(root, base / "images", base / "masks")
+
+
+def list_cvc(root: Path) -> Listing:
+    """CVC-EndoSceneStill with its official train / valid / test split (valid → ``val``).
+
+    ``[CVC-EndoSceneStill/]{TrainDataset,ValidationDataset,TestDataset}/{images,masks}``;
+    ids are ``<split>_<stem>`` (the folders may reuse file names).
+    """
+    base = root / CVC_DIR if (root / CVC_DIR).is_dir() else root
+    listing = Listing(root)
+    for folder, split in CVC_SPLITS:
+        part = base / folder
+        listing.extend(
+            pair_folders(root, part / "images", part / "masks", split=split, id_prefix=f"{split}_")
+        )
+    return listing
+
+
+def list_isic(root: Path) -> Listing:
+    """ISIC-2018 Task 1: ``ISIC_<n>.jpg`` with ``ISIC_<n>_segmentation.png``.
+
+    The training set is required; the validation set (→ ``val``) and the test set (→
+    ``test``) are used where their folders exist. Without the test set the training images
+    get no official split (a seeded split is drawn); with it they are ``train``.
+    """
+    listing = Listing(root)
+    has_test = (root / ISIC_SETS[2][0]).is_dir()
+    for index, (inputs, truths, split) in enumerate(ISIC_SETS):
+        if index > 0 and not (root / inputs).is_dir():
+            continue  # the validation and test sets are optional
+        official: Split | None = split if (index > 0 or has_test) else None
+        listing.extend(
+            pair_folders(
+                root,
+                root / inputs,
+                root / truths,
+                mask_stem=lambda stem: f"{stem}_segmentation",
+                split=official,
+            )
+        )
+    return listing
+
+
+def list_idrid(root: Path) -> Listing:
+    """IDRiD optic disc: the official 54 training / 27 testing images with ``*_OD.tif`` masks.
+
+    ``root`` is the folder holding ``A. Segmentation`` or ``A. Segmentation`` itself.
+    """
+    base = root / IDRID_DIR if (root / IDRID_DIR).is_dir() else root
+    listing = Listing(root)
+    for folder, split in IDRID_SETS:
+        listing.extend(
+            pair_folders(
+                root,
+                base / IDRID_IMAGES / folder,
+                base / IDRID_MASKS / folder / IDRID_OD,
+                mask_stem=lambda stem: f"{stem}_OD",
+                split=split,
+            )
+        )
+    return listing

@@ -1,0 +1,193 @@
+"""Golden end-to-end test: every `plc` command through Typer's CliRunner on tiny synthetic data.
+
+The chain is built once per module (a few tiny images, tiny networks, few steps) and each test
+checks outputs, not just exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from stages.cli import app
+
+VARIANTS = ("none", "teacher", "teacher_sc", "teacher_fa", "teacher_ba", "teacher_fa_ba", "plc")
+CASCADE = ("teacher", "teacher_fa", "teacher_fa_ba", "plc")
+EPOCH = "1700000000"
+runner = CliRunner()
+
+
+def plc(*args: str) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, f"plc {' '.join(map(str, args))} failed:\n{result.output}"
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("golden")
+    p = {
+        "data": root / "data" / "g.zarr",
+        "teacher": root / "models" / "teacher.pt",
+        "fp": root / "models" / "assistant_fp.pt",
+        "bd": root / "models" / "assistant_bd.pt",
+        "labels": root / "labels" / "g.zarr",
+        "runs": root / "runs",
+        "report": root / "reports" / "g.md",
+        "panel": root / "reports" / "panel.png",
+        "root": root,
+    }
+    common = ("--no-progress", "--device", "cpu")
+    plc("prepare", "--dataset", "synthetic", "--out", p["data"], "--size", 32, "--count", 20,
+        "--seed", 3, "--no-progress")
+    team = ("--dataset", "g", "--data", p["data"], "--model", "transunet-tiny", "--epochs", 2,
+            "--batch-size", 4, *common)
+    plc("train-teacher", *team, "--out", p["teacher"])
+    plc("train-assistant", *team, "--kind", "false-pixel", "--teacher", p["teacher"], "--out", p["fp"],
+        "--fig-queue-len", 32, "--fig-pixels-per-image", 8)
+    plc("train-assistant", *team, "--kind", "boundary", "--teacher", p["teacher"], "--out", p["bd"],
+        "--bt-delta", 2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", EPOCH)  # pins the store's creation time
+        plc("precompute", "--dataset", "g", "--data", p["data"], "--teacher", p["teacher"],
+            "--assistant-fp", p["fp"], "--assistant-bd", p["bd"], "--out", p["labels"],
+            "--shard-size", 8, "--batch-size", 4, *common)
+    for v in VARIANTS:
+        plc("distill", "--labels", p["labels"], "--out", p["runs"] / v, "--variant", v,
+            "--student", "unet-tiny", "--epochs", 1, "--batch-size", 4, *common)
+    plc("report", "--runs", p["runs"], "--out", p["report"], "--labels", p["labels"],
+        "--teacher-metrics", p["teacher"].with_suffix(".metrics.json"))
+    plc("inspect", p["labels"], "--image", "0", "--out", p["panel"])
+    return p
+
+
+def _train_masks(chain: dict[str, Path]) -> np.ndarray:
+    from storage_schema import open_dataset_store
+
+    store = open_dataset_store(chain["data"])
+    return np.asarray(store.masks.get_orthogonal_selection((store.indices("train"),)))
+
+
+def test_plc_variant_decodes_all_correct(chain: dict[str, Path]) -> None:
+    from storage_schema import open_label_store
+
+    labels = open_label_store(chain["labels"])
+    decoded = labels.read("plc", slice(None))  # (N, C, H, W)
+    assert decoded.shape[0] == len(labels) == _train_masks(chain).shape[0]
+    np.testing.assert_array_equal(decoded.argmax(1), _train_masks(chain))
+
+
+def test_false_pixels_non_increasing_along_cascade(chain: dict[str, Path]) -> None:
+    from storage_schema import open_label_store
+
+    labels = open_label_store(chain["labels"])
+    masks = _train_masks(chain)
+    counts = []
+    for v in CASCADE:
+        recount = (labels.read(v, slice(None)).argmax(1) != masks).reshape(len(masks), -1).sum(1)
+        np.testing.assert_array_equal(recount, labels.stat(f"false_pixels_{v}"))
+        counts.append(recount)
+    for before, after in zip(counts, counts[1:], strict=False):
+        assert (after <= before).all()
+    assert counts[-1].sum() == 0
+    assert counts[0].sum() > 0, "the tiny teacher should make some mistakes for this test to mean much"
+
+
+def test_report_has_a_row_per_variant(chain: dict[str, Path]) -> None:
+    text = chain["report"].read_text()
+    for label in ("Student alone", "T (vanilla KD)", "T + SC", "T + TA_f |", "T + TA_b |",
+                  "T + TA_f + TA_b |", "PLC-KD", "Teacher T"):
+        assert label in text, f"missing row {label!r} in\n{text}"
+    assert "Label quality" in text
+
+
+def test_distill_outputs(chain: dict[str, Path]) -> None:
+    for v in VARIANTS:
+        run = chain["runs"] / v
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["config"]["variant"] == v
+        assert 0.0 <= metrics["dice"] <= 1.0 and 0.0 <= metrics["iou"] <= metrics["dice"] + 1e-9
+        assert (run / "student.pt").stat().st_size > 0
+        assert (run / "curve.csv").read_text().startswith("epoch") or "epoch" in (run / "curve.csv").read_text()
+        rows = (run / "metrics_per_image.csv").read_text().strip().splitlines()
+        assert len(rows) - 1 == metrics["n_images"]
+
+
+def test_inspect_panel_is_an_image(chain: dict[str, Path]) -> None:
+    import cv2
+
+    img = cv2.imread(str(chain["panel"]))
+    assert img is not None and img.shape[0] > 100 and img.shape[1] > 8 * 100
+
+
+def test_verify_accepts_both_stores(chain: dict[str, Path]) -> None:
+    assert "label" in plc("verify", chain["labels"]).lower()
+    assert "dataset" in plc("verify", chain["data"]).lower()
+
+
+def test_same_seed_gives_byte_identical_label_store(
+    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    again = tmp_path / "again.zarr"
+    plc("precompute", "--dataset", "g", "--data", chain["data"], "--teacher", chain["teacher"],
+        "--assistant-fp", chain["fp"], "--assistant-bd", chain["bd"], "--out", again,
+        "--shard-size", 8, "--batch-size", 4, "--no-progress", "--device", "cpu")
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+
+    a, b = files(chain["labels"]), files(again)
+    assert a.keys() == b.keys()
+    differing = [k for k in a if a[k] != b[k] and k != "zarr.json"]
+    assert not differing, differing
+    meta_a, meta_b = json.loads(a["zarr.json"]), json.loads(b["zarr.json"])
+    meta_a["attributes"]["provenance"].pop("precompute")  # holds the output path only
+    meta_b["attributes"]["provenance"].pop("precompute")
+    assert meta_a == meta_b
+
+
+def test_distill_refuses_store_of_another_manifest(chain: dict[str, Path], tmp_path: Path) -> None:
+    from storage_schema import open_dataset_store, open_label_store
+
+    other = tmp_path / "other.zarr"
+    plc("prepare", "--dataset", "synthetic", "--out", other, "--size", 32, "--count", 20,
+        "--seed", 4, "--no-progress")
+    result = runner.invoke(app, ["distill", "--labels", str(chain["labels"]), "--data", str(other),
+                                 "--out", str(tmp_path / "run"), "--student", "unet-tiny",
+                                 "--epochs", "1", "--no-progress"])
+    assert result.exit_code == 1
+    theirs = open_dataset_store(other).manifest_sha256[:12]
+    ours = open_label_store(chain["labels"]).manifest_sha256[:12]
+    assert theirs in result.output and ours in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_live_labels_match_stored_within_encoding_error(chain: dict[str, Path]) -> None:
+    import torch
+
+    from stages.data import load_split
+    from stages.distill import StoredLabels
+    from stages.live import LiveLabels
+    from storage_schema import open_dataset_store, open_label_store
+
+    labels = open_label_store(chain["labels"])
+    train = load_split(open_dataset_store(chain["data"]), "train")
+    idx = torch.arange(len(train))
+    images, masks = train.batch(idx, torch.device("cpu"))
+    for variant in ("teacher", "teacher_fa_ba", "plc"):
+        live = LiveLabels(labels, variant, train, torch.device("cpu"))(idx, images, masks)
+        stored = StoredLabels(labels, variant, train)(idx, images, masks)
+        assert (live.exp() - stored.exp()).abs().max() < 0.05
+        assert torch.equal(live.argmax(1), stored.argmax(1))
+
+
+def test_missing_prerequisite_names_the_command(chain: dict[str, Path], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["precompute", "--dataset", "g", "--data", str(chain["data"]),
+                                 "--teacher", str(tmp_path / "nope.pt"), "--no-progress"])
+    assert result.exit_code == 1
+    assert "plc train-teacher --dataset g" in result.output
