@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 # Options that change how a stage runs, never what it produces.
 RUNTIME_FIELDS = frozenset({"progress", "force", "overwrite", "device", "workers", "scheduler"})
 
-Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+Transform = Callable[
+    [torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]
+]
 
 
 def config_dict(cfg: Any) -> dict:
@@ -41,7 +43,7 @@ def checkpoint_is_current(path: Path, cfg: Any, force: bool) -> bool:
 
     try:
         meta = load_checkpoint(path)
-    except Exception:  # noqa: BLE001 - an unreadable old file is simply rebuilt
+    except Exception:
         return False
     return meta.get("config", {}).get("stage") == config_dict(cfg)
 

@@ -17,7 +17,15 @@ from stages.data import SplitData, epoch_batches, load_split, open_store
 
 logger = logging.getLogger(__name__)
 
-VARIANT_CHOICES = ("plc", "teacher", "teacher_sc", "teacher_fa", "teacher_ba", "teacher_fa_ba", "none")
+VARIANT_CHOICES = (
+    "plc",
+    "teacher",
+    "teacher_sc",
+    "teacher_fa",
+    "teacher_ba",
+    "teacher_fa_ba",
+    "none",
+)
 LOSSES = ("kd", "cwd")
 
 
@@ -47,7 +55,9 @@ class DistillConfig:
         from pipeline.models.registry import MODELS
 
         if self.variant not in VARIANT_CHOICES:
-            raise ValueError(f"--variant must be one of {', '.join(VARIANT_CHOICES)}, got '{self.variant}'.")
+            raise ValueError(
+                f"--variant must be one of {', '.join(VARIANT_CHOICES)}, got '{self.variant}'."
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got '{self.loss}'.")
         if self.student not in MODELS:
@@ -56,27 +66,35 @@ class DistillConfig:
             raise ValueError(f"--lambda must be >= 0 and --tau > 0, got {self.lam} and {self.tau}.")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
+                )
         if self.live and self.variant == "none":
-            raise ValueError("--live needs a --variant other than 'none' (the baseline uses no labels).")
+            raise ValueError(
+                "--live needs a --variant other than 'none' (the baseline uses no labels)."
+            )
 
 
 class StoredLabels:
     """Soft labels of one variant read from the store, held as int8 codes in memory."""
 
-    def __init__(self, store, variant: str, data: SplitData):  # noqa: ANN001
+    def __init__(self, store, variant: str, data: SplitData):
         if list(store.ids) != data.ids:
-            raise ValueError(f"label store {store.path} lists other train images than the dataset store.")
+            raise ValueError(
+                f"label store {store.path} lists other train images than the dataset store."
+            )
         self.codes = store.read_codes(variant, slice(None))  # (N, C, H, W) int8
 
-    def __call__(self, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor:
         """Log-probabilities (B, C, H, W) of the images at ``idx``."""
         from storage_schema import decode_logprobs
 
         return torch.from_numpy(decode_logprobs(self.codes[idx.numpy()]))
 
 
-def _batches(cfg: DistillConfig, data: SplitData, labels, device: torch.device):  # noqa: ANN001, ANN202
+def _batches(cfg: DistillConfig, data: SplitData, labels, device: torch.device):
     from pipeline.augment import AugmentConfig, augment_batch
 
     aug = AugmentConfig() if cfg.augment else None
@@ -96,7 +114,7 @@ def _batches(cfg: DistillConfig, data: SplitData, labels, device: torch.device):
     return batches
 
 
-def _step(cfg: DistillConfig):  # noqa: ANN202
+def _step(cfg: DistillConfig):
     from pipeline.losses import cwd_loss, kd_loss, seg_loss
 
     response = kd_loss if cfg.loss == "kd" else cwd_loss
@@ -112,12 +130,14 @@ def _step(cfg: DistillConfig):  # noqa: ANN202
     return step
 
 
-def _open_inputs(cfg: DistillConfig):  # noqa: ANN202
+def _open_inputs(cfg: DistillConfig):
     """(dataset store, label store) with the manifest of one checked against the other."""
     from storage_schema import open_label_store
 
     if not Path(cfg.labels).exists():
-        raise FileNotFoundError(f"label store not found at {cfg.labels}: run `plc precompute` first.")
+        raise FileNotFoundError(
+            f"label store not found at {cfg.labels}: run `plc precompute` first."
+        )
     unchecked = open_label_store(cfg.labels)  # validates schema and status
     data_path = cfg.data or Path(unchecked.provenance["dataset_path"])
     store = open_store(data_path)
@@ -133,7 +153,10 @@ def run(cfg: DistillConfig) -> Path:
     from stages.train_teacher import make_train_config
 
     out = Path(cfg.out)
-    if checkpoint_is_current(out / "student.pt", cfg, cfg.force) and (out / "metrics.json").exists():
+    if (
+        checkpoint_is_current(out / "student.pt", cfg, cfg.force)
+        and (out / "metrics.json").exists()
+    ):
         logger.info("student %s is up to date (same config); use --force to retrain", out)
         return out / "metrics.json"
     store, label_store = _open_inputs(cfg)
@@ -143,22 +166,37 @@ def run(cfg: DistillConfig) -> Path:
     train = load_split(store, "train")
     labels = None
     if cfg.variant != "none":
-        labels = _live_labels(cfg, label_store, train, device) if cfg.live else StoredLabels(
-            label_store, cfg.variant, train
+        labels = (
+            _live_labels(cfg, label_store, train, device)
+            if cfg.live
+            else StoredLabels(label_store, cfg.variant, train)
         )
     seed_everything(cfg.seed)
     n_classes = len(store.classes)
     model = build_model(cfg.student, num_classes=n_classes, img_size=height).to(device)
     history = fit(
-        model, _batches(cfg, train, labels, device), _step(cfg), make_train_config(cfg),
-        steps_per_epoch=max(1, len(train) // cfg.batch_size), desc=f"student ({cfg.variant})",
+        model,
+        _batches(cfg, train, labels, device),
+        _step(cfg),
+        make_train_config(cfg),
+        steps_per_epoch=max(1, len(train) // cfg.batch_size),
+        desc=f"student ({cfg.variant})",
     )
     out.mkdir(parents=True, exist_ok=True)
     meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
-    save_checkpoint(out / "student.pt", model.cpu(), model_name=cfg.student, num_classes=n_classes,
-                    img_size=height, config=meta, extra={"history": stable_history(history), "role": "student"})
+    save_checkpoint(
+        out / "student.pt",
+        model.cpu(),
+        model_name=cfg.student,
+        num_classes=n_classes,
+        img_size=height,
+        config=meta,
+        extra={"history": stable_history(history), "role": "student"},
+    )
     _write_curve(history, out / "curve.csv")
-    metrics = evaluate_model(model.to(device), load_split(store, "test"), n_classes, cfg.batch_size, device)
+    metrics = evaluate_model(
+        model.to(device), load_split(store, "test"), n_classes, cfg.batch_size, device
+    )
     extra = {"config": config_dict(cfg), "dataset": store.name, "split": "test"}
     logger.info("student %s: test Dice %.4f IoU %.4f", out, metrics["dice"], metrics["iou"])
     return write_metrics(metrics, out / "metrics.json", extra)
@@ -172,10 +210,10 @@ def _write_curve(history: list[dict[str, float]], path: Path) -> None:
         writer.writerows(history)
 
 
-def _live_labels(cfg: DistillConfig, label_store, train: SplitData, device: torch.device):  # noqa: ANN001, ANN202
+def _live_labels(cfg: DistillConfig, label_store, train: SplitData, device: torch.device):
     from stages.live import LiveLabels
 
     return LiveLabels(label_store, cfg.variant, train, device)
 
 
-__all__ = ["VARIANT_CHOICES", "DistillConfig", "run", "np"]
+__all__ = ["VARIANT_CHOICES", "DistillConfig", "np", "run"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from storage_schema import StoreError
 from stages.paths import MissingInputError
 from stages.readers import DatasetError
+from storage_schema import StoreError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,

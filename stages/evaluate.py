@@ -33,7 +33,9 @@ class EvaluateConfig:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, data: SplitData, batch_size: int, device: torch.device) -> torch.Tensor:
+def predict(
+    model: nn.Module, data: SplitData, batch_size: int, device: torch.device
+) -> torch.Tensor:
     """Argmax predictions (N, H, W) int64 of ``model`` over ``data``, on the CPU."""
     model.eval()
     preds = []
@@ -91,9 +93,19 @@ def run(cfg: EvaluateConfig) -> Path:
     data = load_split(store, cfg.split)
     metrics = evaluate_model(model.to(device), data, meta["num_classes"], cfg.batch_size, device)
     out = cfg.out or Path(cfg.checkpoint).with_suffix(f".{cfg.split}.json")
-    extra = {"checkpoint": str(cfg.checkpoint), "split": cfg.split, "config": _jsonable(asdict(cfg))}
-    logger.info("%s on %s/%s: Dice %.4f IoU %.4f", cfg.checkpoint, cfg.data, cfg.split,
-                metrics["dice"], metrics["iou"])
+    extra = {
+        "checkpoint": str(cfg.checkpoint),
+        "split": cfg.split,
+        "config": _jsonable(asdict(cfg)),
+    }
+    logger.info(
+        "%s on %s/%s: Dice %.4f IoU %.4f",
+        cfg.checkpoint,
+        cfg.data,
+        cfg.split,
+        metrics["dice"],
+        metrics["iou"],
+    )
     return write_metrics(metrics, out, extra)
 
 

@@ -46,7 +46,9 @@ def _heat(prob: np.ndarray, wrong: np.ndarray) -> np.ndarray:
     return heat
 
 
-def panel(image: np.ndarray, mask: np.ndarray, logps: dict[str, np.ndarray], tile: int) -> np.ndarray:
+def panel(
+    image: np.ndarray, mask: np.ndarray, logps: dict[str, np.ndarray], tile: int
+) -> np.ndarray:
     """RGB panel: image, GT, then each variant's foreground probability (false pixels red).
 
     Args:
@@ -64,7 +66,10 @@ def panel(image: np.ndarray, mask: np.ndarray, logps: dict[str, np.ndarray], til
         fg = 1.0 - prob[0]  # probability of any foreground class
         wrong = prob.argmax(0) != mask
         n = int(wrong.sum())
-        tile_img = _heat(fit(fg.astype(np.float32), cv2.INTER_LINEAR), fit(wrong.astype(np.uint8), cv2.INTER_NEAREST) > 0)
+        tile_img = _heat(
+            fit(fg.astype(np.float32), cv2.INTER_LINEAR),
+            fit(wrong.astype(np.uint8), cv2.INTER_NEAREST) > 0,
+        )
         tiles.append(_label(tile_img, f"{TITLES.get(variant, variant)}: {n} false"))
     gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
     row = [t for pair in zip(tiles, [gap] * len(tiles), strict=True) for t in pair][:-1]
@@ -85,13 +90,17 @@ def run(cfg: InspectConfig) -> Path:
     elif cfg.image.isdigit() and int(cfg.image) < len(labels):
         i = int(cfg.image)
     else:
-        raise ValueError(f"--image '{cfg.image}' is not an id in {cfg.labels} (e.g. {labels.ids[0]}) "
-                         f"nor an index below {len(labels)}.")
+        raise ValueError(
+            f"--image '{cfg.image}' is not an id in {cfg.labels} (e.g. {labels.ids[0]}) "
+            f"nor an index below {len(labels)}."
+        )
     j = store.ids().index(labels.ids[i])
     image, mask = np.asarray(store.images[j]), np.asarray(store.masks[j])
     out = panel(image, mask, {v: labels.read(v, i) for v in labels.variants}, cfg.tile)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(cfg.out), out[..., ::-1]):
-        raise ValueError(f"could not write the panel to {cfg.out}: use a .png path in a writable folder.")
+        raise ValueError(
+            f"could not write the panel to {cfg.out}: use a .png path in a writable folder."
+        )
     logger.info("panel of %s → %s", labels.ids[i], cfg.out)
     return cfg.out

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 class LiveLabels:
     """Computes one variant with the team the label store was built from, batch by batch."""
 
-    def __init__(self, label_store, variant: str, train: SplitData, device: torch.device):  # noqa: ANN001
+    def __init__(self, label_store, variant: str, train: SplitData, device: torch.device):
         from pipeline.cascade import ClassBank
         from stages.precompute import SC_BASES, ShardJob, _cascade_base, bank_samples
         from stages.team import Team
@@ -31,9 +31,16 @@ class LiveLabels:
         self.variant, self.device = variant, device
         self.team = Team.load(nets["teacher"], nets["assistant_fp"], nets["assistant_bd"], device)
         self.job = ShardJob(
-            inputs={}, tmp_path="", start=0, stop=0, batch_size=pc["batch_size"],
-            backend=pc["search_backend"], smoothing=pc["sc_smoothing"],
-            bank_per_class=pc["bank_per_class"], seed=pc["seed"], device=str(device),
+            inputs={},
+            tmp_path="",
+            start=0,
+            stop=0,
+            batch_size=pc["batch_size"],
+            backend=pc["search_backend"],
+            smoothing=pc["sc_smoothing"],
+            bank_per_class=pc["bank_per_class"],
+            seed=pc["seed"],
+            device=str(device),
         )
         self.banks = None
         if variant in SC_BASES:  # SC may need the cross-image bank: build it as precompute does
@@ -46,7 +53,9 @@ class LiveLabels:
             self.banks = {b: ClassBank.from_samples(s) for b, s in samples.items()}
         self.job = replace(self.job, banks=self.banks)
 
-    def __call__(self, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor:
         """Log-probabilities (B, C, H, W) of ``variant`` for un-augmented ``images``."""
         from stages.precompute import _variants
 

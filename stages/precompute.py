@@ -57,7 +57,9 @@ class PrecomputeConfig:
 
         for name in ("batch_size", "shard_size", "bank_per_class"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
+                )
         if self.search_backend not in BACKENDS:
             raise ValueError(
                 f"--search-backend must be one of {', '.join(BACKENDS)}, got '{self.search_backend}'."
@@ -122,7 +124,7 @@ def stat_names(variants: tuple[str, ...]) -> list[str]:
     return names + [f"sc_{kind}_{v}" for v in SC_BASES for kind in ("in_image", "bank", "onehot")]
 
 
-def _variants(out, gt: torch.Tensor, job: ShardJob, banks: dict | None):  # noqa: ANN001, ANN202
+def _variants(out, gt: torch.Tensor, job: ShardJob, banks: dict | None):
     """All six variants of one batch plus per-image SC counts."""
     from pipeline.cascade import replace_if_correct
     from pipeline.sc import SCConfig, similarity_correct
@@ -138,11 +140,15 @@ def _variants(out, gt: torch.Tensor, job: ShardJob, banks: dict | None):  # noqa
     counts: dict[str, torch.Tensor] = {}
     for variant, base in SC_BASES.items():
         bank = banks[base] if banks else None
-        per_image = [similarity_correct(maps[base][i : i + 1], out.feats[i : i + 1], gt[i : i + 1], sc, bank)
-                     for i in range(gt.shape[0])]
+        per_image = [
+            similarity_correct(maps[base][i : i + 1], out.feats[i : i + 1], gt[i : i + 1], sc, bank)
+            for i in range(gt.shape[0])
+        ]
         maps[variant] = torch.cat([p for p, _ in per_image])
         for kind in ("in_image", "bank", "onehot"):
-            counts[f"sc_{kind}_{variant}"] = torch.tensor([float(info[f"sc_{kind}"]) for _, info in per_image])
+            counts[f"sc_{kind}_{variant}"] = torch.tensor(
+                [float(info[f"sc_{kind}"]) for _, info in per_image]
+            )
     return maps, counts
 
 
@@ -167,9 +173,13 @@ def process_shard(job: ShardJob) -> ShardOutcome:
     from storage_schema import VARIANTS, LabelStoreWriter
 
     device = resolve_device(job.device)
-    team = cached_team(job.inputs["teacher"], job.inputs["assistant_fp"], job.inputs["assistant_bd"], device)
+    team = cached_team(
+        job.inputs["teacher"], job.inputs["assistant_fp"], job.inputs["assistant_bd"], device
+    )
     data = _cached_train(job.inputs["data"])
-    outcome = ShardOutcome(job.start, job.stop, written=False, samples={b: [] for b in SC_BASES.values()})
+    outcome = ShardOutcome(
+        job.start, job.stop, written=False, samples={b: [] for b in SC_BASES.values()}
+    )
     soft: dict[str, list] = {v: [] for v in VARIANTS}
     stats: dict[str, list] = {}
     deferred = False
@@ -191,13 +201,18 @@ def process_shard(job: ShardJob) -> ShardOutcome:
             stats.setdefault(k, []).append(arr)
     if not deferred:
         writer = LabelStoreWriter.open(job.tmp_path)
-        writer.write_shard(job.start, {v: np.concatenate(a) for v, a in soft.items()},
-                           {k: np.concatenate(a) for k, a in stats.items()})
+        writer.write_shard(
+            job.start,
+            {v: np.concatenate(a) for v, a in soft.items()},
+            {k: np.concatenate(a) for k, a in stats.items()},
+        )
         outcome.written = True
     return outcome
 
 
-def bank_samples(out, y_b: torch.Tensor, gt: torch.Tensor, idx: torch.Tensor, job: ShardJob) -> dict:  # noqa: ANN001
+def bank_samples(
+    out, y_b: torch.Tensor, gt: torch.Tensor, idx: torch.Tensor, job: ShardJob
+) -> dict:
     """Seeded per-image samples of correct pixels for the banks of both SC variants.
 
     The generator of image ``j`` depends only on (seed, j): the bank never depends on scheduling.
@@ -210,12 +225,14 @@ def bank_samples(out, y_b: torch.Tensor, gt: torch.Tensor, idx: torch.Tensor, jo
         for i, j in enumerate(idx.tolist()):
             g = torch.Generator().manual_seed(job.seed * 1_000_003 + j)
             samples[base].append(
-                sample_correct_pixels(probs[i].cpu(), out.feats[i].cpu(), gt[i].cpu(), job.bank_per_class, g)
+                sample_correct_pixels(
+                    probs[i].cpu(), out.feats[i].cpu(), gt[i].cpu(), job.bank_per_class, g
+                )
             )
     return samples
 
 
-def _cascade_base(out, gt: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+def _cascade_base(out, gt: torch.Tensor) -> torch.Tensor:
     from pipeline.cascade import replace_if_correct
 
     return replace_if_correct(replace_if_correct(out.p_t, out.p_f, gt), out.p_b, gt)
@@ -224,7 +241,7 @@ def _cascade_base(out, gt: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
 _TRAIN: dict[str, object] = {}
 
 
-def _cached_train(data_path: str):  # noqa: ANN202
+def _cached_train(data_path: str):
     from stages.data import load_split, open_store
 
     if data_path not in _TRAIN:
@@ -232,7 +249,7 @@ def _cached_train(data_path: str):  # noqa: ANN202
     return _TRAIN[data_path]
 
 
-def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store) -> dict:  # noqa: ANN001
+def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store) -> dict:
     from importlib.metadata import version
 
     from pipeline.checkpoint import file_sha256, load_checkpoint
@@ -271,7 +288,10 @@ def _is_current(out: Path, provenance: dict, manifest_sha: str) -> bool:
     except StoreError:
         return False
     old = store.provenance
-    return old.get("networks") == provenance["networks"] and old.get("precompute") == provenance["precompute"]
+    return (
+        old.get("networks") == provenance["networks"]
+        and old.get("precompute") == provenance["precompute"]
+    )
 
 
 def _run_jobs(jobs: list[ShardJob], cfg: PrecomputeConfig, desc: str) -> list[ShardOutcome]:
@@ -284,12 +304,19 @@ def _run_jobs(jobs: list[ShardJob], cfg: PrecomputeConfig, desc: str) -> list[Sh
         return list(track((process_shard(j) for j in jobs), desc, len(jobs), cfg.progress))
     from distributed import Client, LocalCluster, as_completed
 
-    cluster = None if cfg.scheduler else LocalCluster(
-        n_workers=cfg.workers, threads_per_worker=1, processes=True, dashboard_address=None
+    cluster = (
+        None
+        if cfg.scheduler
+        else LocalCluster(
+            n_workers=cfg.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
     )
     with Client(cfg.scheduler or cluster) as client:
         futures = client.map(process_shard, jobs, pure=False)
-        done = {f.key: f.result() for f in track(as_completed(futures), desc, len(futures), cfg.progress)}
+        done = {
+            f.key: f.result()
+            for f in track(as_completed(futures), desc, len(futures), cfg.progress)
+        }
         outcomes = [done[f.key] for f in futures]
     if cluster is not None:
         cluster.close()
@@ -315,30 +342,52 @@ def run(cfg: PrecomputeConfig) -> Path:
     ids = [store.ids()[i] for i in store.indices("train")]
     height, width = store.size
     writer = create_label_store(
-        out, ids=ids, variants=VARIANTS, classes=list(store.classes), height=height, width=width,
-        dataset_name=store.name, manifest_sha256=store.manifest_sha256,
-        stat_names=stat_names(VARIANTS), shard_size=cfg.shard_size, provenance=provenance,
-        overwrite=True, created=_created(),
+        out,
+        ids=ids,
+        variants=VARIANTS,
+        classes=list(store.classes),
+        height=height,
+        width=width,
+        dataset_name=store.name,
+        manifest_sha256=store.manifest_sha256,
+        stat_names=stat_names(VARIANTS),
+        shard_size=cfg.shard_size,
+        provenance=provenance,
+        overwrite=True,
+        created=_created(),
     )
     base = ShardJob(
-        inputs={k: str(v) for k, v in inputs.items()}, tmp_path=str(writer.tmp_path), start=0,
-        stop=0, batch_size=cfg.batch_size, backend=cfg.search_backend, smoothing=cfg.sc_smoothing,
-        bank_per_class=cfg.bank_per_class, seed=cfg.seed, device=cfg.device,
+        inputs={k: str(v) for k, v in inputs.items()},
+        tmp_path=str(writer.tmp_path),
+        start=0,
+        stop=0,
+        batch_size=cfg.batch_size,
+        backend=cfg.search_backend,
+        smoothing=cfg.sc_smoothing,
+        bank_per_class=cfg.bank_per_class,
+        seed=cfg.seed,
+        device=cfg.device,
     )
     jobs = [_with(base, start=a, stop=b) for a, b in writer.shard_bounds()]
     first = _run_jobs(jobs, cfg, "precompute")
     deferred = [o for o in first if not o.written]
     if deferred:
-        banks = {b: ClassBank.from_samples([s for o in first for s in o.samples[b]]) for b in SC_BASES.values()}
+        banks = {
+            b: ClassBank.from_samples([s for o in first for s in o.samples[b]])
+            for b in SC_BASES.values()
+        }
         logger.info("%d shard(s) need the cross-image bank; recomputing them", len(deferred))
-        _run_jobs([_with(base, start=o.start, stop=o.stop, banks=banks) for o in deferred], cfg,
-                  "precompute (bank)")
+        _run_jobs(
+            [_with(base, start=o.start, stop=o.stop, banks=banks) for o in deferred],
+            cfg,
+            "precompute (bank)",
+        )
     path = writer.publish()
     logger.info("label store → %s (%d images, %d variants)", path, len(ids), len(VARIANTS))
     return path
 
 
-def _with(job: ShardJob, **changes) -> ShardJob:  # noqa: ANN003
+def _with(job: ShardJob, **changes) -> ShardJob:
     from dataclasses import replace
 
     return replace(job, **changes)

@@ -20,9 +20,38 @@ ROWS = (  # (variant, row label in the paper's notation)
     ("plc", "T + TA_f + TA_b + SC (PLC-KD)"),
 )
 # two-sided 95 % Student-t quantiles by degrees of freedom (1..30); normal beyond
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_T95 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +66,9 @@ def load_runs(runs: Path) -> list[dict]:
     """Every ``metrics.json`` under ``runs`` (one per student run)."""
     found = sorted(Path(runs).glob("**/metrics.json"))
     if not found:
-        raise FileNotFoundError(f"no metrics.json under {runs}: run `plc distill ... --out {runs}/<exp>` first.")
+        raise FileNotFoundError(
+            f"no metrics.json under {runs}: run `plc distill ... --out {runs}/<exp>` first."
+        )
     return [json.loads(p.read_text()) | {"_path": str(p.parent)} for p in found]
 
 
@@ -57,7 +88,11 @@ def paired_delta(runs: list[dict], base: list[dict], key: str) -> str:
     mean, std = mean_std(diffs)
     if len(diffs) < 2:
         return f"{100 * mean:+.2f}"
-    half = (_T95[len(diffs) - 2] if len(diffs) - 1 <= len(_T95) else 1.96) * std / math.sqrt(len(diffs))
+    half = (
+        (_T95[len(diffs) - 2] if len(diffs) - 1 <= len(_T95) else 1.96)
+        * std
+        / math.sqrt(len(diffs))
+    )
     return f"{100 * mean:+.2f} [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}]"
 
 
@@ -75,15 +110,19 @@ def results_table(runs: list[dict], teacher: dict | None) -> list[str]:
         "|---|---|---|---|---|",
     ]
     if teacher is not None:
-        lines.append(f"| Teacher T ({teacher.get('model', 'teacher')}) | {100 * teacher['dice']:.2f} "
-                     f"| {100 * teacher['iou']:.2f} | 1 | – |")
+        lines.append(
+            f"| Teacher T ({teacher.get('model', 'teacher')}) | {100 * teacher['dice']:.2f} "
+            f"| {100 * teacher['iou']:.2f} | 1 | – |"
+        )
     for variant, label in ROWS:
         if variant not in groups:
             continue
         rs = groups[variant]
         delta = "–" if variant == "none" else paired_delta(rs, groups.get("none", []), "dice")
-        lines.append(f"| {label} | {_fmt([r['dice'] for r in rs])} | {_fmt([r['iou'] for r in rs])} "
-                     f"| {len(rs)} | {delta} |")
+        lines.append(
+            f"| {label} | {_fmt([r['dice'] for r in rs])} | {_fmt([r['iou'] for r in rs])} "
+            f"| {len(rs)} | {delta} |"
+        )
     return lines
 
 
@@ -93,13 +132,17 @@ def label_quality(labels: Path) -> list[str]:
 
     store = open_label_store(labels)
     pixels = store.size[0] * store.size[1]
-    lines = ["| Variant | false pixels (% of pixels) | images with false pixels | label Dice vs GT (%) |",
-             "|---|---|---|---|"]
+    lines = [
+        "| Variant | false pixels (% of pixels) | images with false pixels | label Dice vs GT (%) |",
+        "|---|---|---|---|",
+    ]
     for variant, label in ROWS[1:]:
         fp = store.stat(f"false_pixels_{variant}")
         dice = store.stat(f"dice_{variant}")
-        lines.append(f"| {label} | {100 * fp.mean() / pixels:.3f} | {int((fp > 0).sum())}/{len(fp)} "
-                     f"| {100 * dice.mean():.2f} |")
+        lines.append(
+            f"| {label} | {100 * fp.mean() / pixels:.3f} | {int((fp > 0).sum())}/{len(fp)} "
+            f"| {100 * dice.mean():.2f} |"
+        )
     return lines
 
 
@@ -117,8 +160,12 @@ def run(cfg: ReportConfig) -> Path:
         *results_table(runs, teacher),
     ]
     if cfg.labels is not None:
-        lines += ["", "## Label quality on the train split (from the label store)", "",
-                  *label_quality(cfg.labels)]
+        lines += [
+            "",
+            "## Label quality on the train split (from the label store)",
+            "",
+            *label_quality(cfg.labels),
+        ]
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text("\n".join(lines) + "\n")
     logger.info("report → %s (%d runs)", cfg.out, len(runs))

@@ -50,12 +50,21 @@ class AssistantConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got '{self.kind}'.")
-        for name in ("epochs", "batch_size", "fig_queue_len", "fig_pixels_per_image",
-                     "fig_fill_passes"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "fig_queue_len",
+            "fig_pixels_per_image",
+            "fig_fill_passes",
+        ):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
+                )
         if not 0.0 <= self.fig_real_fraction < 1.0:
-            raise ValueError(f"--fig-real-fraction must be in [0, 1), got {self.fig_real_fraction}.")
+            raise ValueError(
+                f"--fig-real-fraction must be in [0, 1), got {self.fig_real_fraction}."
+            )
         if self.bt_delta < 1 or not 0.0 < self.bt_rho <= 1.0:
             raise ValueError("--bt-delta must be >= 1 and --bt-rho in (0, 1].")
 
@@ -72,13 +81,13 @@ class AssistantConfig:
         return self.out or paths.assistant_path(self.dataset, self.kind)
 
 
-def _boundary_transform(cfg: AssistantConfig, size: int, num_classes: int):  # noqa: ANN202
+def _boundary_transform(cfg: AssistantConfig, size: int, num_classes: int):
     from pipeline.bt import BTConfig, boundary_transform, scaled_delta
 
     bt = BTConfig(delta=scaled_delta(cfg.bt_delta, size), rho=cfg.bt_rho)
     augment = augmentation(cfg.augment)
 
-    def transform(images, masks, generator):  # noqa: ANN001, ANN202
+    def transform(images, masks, generator):
         if augment is not None:
             images, masks = augment(images, masks, generator)
         return boundary_transform(images, masks, bt, generator, num_classes=num_classes), masks
@@ -99,8 +108,10 @@ class FalsePixelBatches:
         self.cfg, self.teacher, self.data = cfg, teacher.eval(), data
         self.generator = torch.Generator().manual_seed(cfg.seed)
         fig = FIGConfig(
-            queue_len_pos=cfg.fig_queue_len, queue_len_neg=cfg.fig_queue_len,
-            pixels_per_image=cfg.fig_pixels_per_image, real_fraction=cfg.fig_real_fraction,
+            queue_len_pos=cfg.fig_queue_len,
+            queue_len_neg=cfg.fig_queue_len,
+            pixels_per_image=cfg.fig_pixels_per_image,
+            real_fraction=cfg.fig_real_fraction,
             # after the fill passes, start once every queue holds some pixels
             max_warmup_observations=cfg.fig_fill_passes * self._batches_per_pass(data),
         )
@@ -173,16 +184,24 @@ def run(cfg: AssistantConfig) -> Path:
     train_cfg = make_train_config(cfg)
     if cfg.kind == "boundary":
         history = train_segmenter(
-            model, train, train_cfg=train_cfg, batch_size=cfg.batch_size,
-            transform=_boundary_transform(cfg, size, n_classes), desc="assistant (BT)",
+            model,
+            train,
+            train_cfg=train_cfg,
+            batch_size=cfg.batch_size,
+            transform=_boundary_transform(cfg, size, n_classes),
+            desc="assistant (BT)",
         )
     else:
         device = resolve_device(cfg.device)
         fig = FalsePixelBatches(cfg, teacher.to(device), train, n_classes)
         fig.fill()
         history = fit(
-            model.to(device), fig, lambda net, b: {"loss": seg_loss(net(b[0]), b[1])}, train_cfg,
-            steps_per_epoch=max(1, len(train) // cfg.batch_size), desc="assistant (FIG)",
+            model.to(device),
+            fig,
+            lambda net, b: {"loss": seg_loss(net(b[0]), b[1])},
+            train_cfg,
+            steps_per_epoch=max(1, len(train) // cfg.batch_size),
+            desc="assistant (FIG)",
         )
     meta = {
         "stage": config_dict(cfg),
@@ -191,8 +210,13 @@ def run(cfg: AssistantConfig) -> Path:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
-        out, model.cpu(), model_name=model_name, num_classes=n_classes, img_size=size,
-        config=meta, extra={"history": stable_history(history), "role": f"assistant-{cfg.kind}"},
+        out,
+        model.cpu(),
+        model_name=model_name,
+        num_classes=n_classes,
+        img_size=size,
+        config=meta,
+        extra={"history": stable_history(history), "role": f"assistant-{cfg.kind}"},
     )
     logger.info("assistant (%s) → %s", cfg.kind, out)
     return out

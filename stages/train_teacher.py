@@ -37,7 +37,9 @@ class TeacherConfig:
             raise ValueError(f"--model must be one of {', '.join(MODELS)}, got '{self.model}'.")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
+                )
         if self.lr <= 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}.")
 
@@ -50,7 +52,7 @@ class TeacherConfig:
         return self.out or paths.teacher_path(self.dataset)
 
 
-def make_train_config(cfg, seed: int | None = None):  # noqa: ANN001, ANN201 - any stage config
+def make_train_config(cfg, seed: int | None = None):
     """The pipeline TrainConfig shared by the teacher-team stages."""
     from pipeline.train import TrainConfig
 
@@ -63,7 +65,7 @@ def make_train_config(cfg, seed: int | None = None):  # noqa: ANN001, ANN201 - a
     )
 
 
-def augmentation(enabled: bool):  # noqa: ANN201
+def augmentation(enabled: bool):
     """The teacher-team augmentation as a batch transform (or None)."""
     if not enabled:
         return None
@@ -71,7 +73,7 @@ def augmentation(enabled: bool):  # noqa: ANN201
 
     aug = AugmentConfig()
 
-    def transform(images, masks, generator):  # noqa: ANN001, ANN202
+    def transform(images, masks, generator):
         images, masks, _ = augment_batch(images, masks, None, aug, generator)
         return images, masks
 
@@ -96,8 +98,12 @@ def run(cfg: TeacherConfig) -> Path:
     model = build_model(cfg.model, num_classes=len(store.classes), img_size=height)
     train = load_split(store, "train")
     history = train_segmenter(
-        model, train, train_cfg=make_train_config(cfg), batch_size=cfg.batch_size,
-        transform=augmentation(cfg.augment), desc="teacher",
+        model,
+        train,
+        train_cfg=make_train_config(cfg),
+        batch_size=cfg.batch_size,
+        transform=augmentation(cfg.augment),
+        desc="teacher",
     )
     device = resolve_device(cfg.device)
     test = load_split(store, "test")
@@ -105,9 +111,18 @@ def run(cfg: TeacherConfig) -> Path:
     meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = save_checkpoint(
-        out, model.cpu(), model_name=cfg.model, num_classes=len(store.classes), img_size=height,
-        config=meta, extra={"history": stable_history(history), "role": "teacher"},
+        out,
+        model.cpu(),
+        model_name=cfg.model,
+        num_classes=len(store.classes),
+        img_size=height,
+        config=meta,
+        extra={"history": stable_history(history), "role": "teacher"},
     )
-    write_metrics(metrics, out.with_suffix(".metrics.json"), {"checkpoint_sha256": sha, "role": "teacher", "model": cfg.model})
+    write_metrics(
+        metrics,
+        out.with_suffix(".metrics.json"),
+        {"checkpoint_sha256": sha, "role": "teacher", "model": cfg.model},
+    )
     logger.info("teacher → %s (test Dice %.4f)", out, metrics["dice"])
     return out

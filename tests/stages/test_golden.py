@@ -6,6 +6,7 @@ checks outputs, not just exit codes.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -42,25 +43,110 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "root": root,
     }
     common = ("--no-progress", "--device", "cpu")
-    plc("prepare", "--dataset", "synthetic", "--out", p["data"], "--size", 32, "--count", 20,
-        "--seed", 3, "--no-progress")
-    team = ("--dataset", "g", "--data", p["data"], "--model", "transunet-tiny", "--epochs", 2,
-            "--batch-size", 4, *common)
+    plc(
+        "prepare",
+        "--dataset",
+        "synthetic",
+        "--out",
+        p["data"],
+        "--size",
+        32,
+        "--count",
+        20,
+        "--seed",
+        3,
+        "--no-progress",
+    )
+    team = (
+        "--dataset",
+        "g",
+        "--data",
+        p["data"],
+        "--model",
+        "transunet-tiny",
+        "--epochs",
+        2,
+        "--batch-size",
+        4,
+        *common,
+    )
     plc("train-teacher", *team, "--out", p["teacher"])
-    plc("train-assistant", *team, "--kind", "false-pixel", "--teacher", p["teacher"], "--out", p["fp"],
-        "--fig-queue-len", 32, "--fig-pixels-per-image", 8)
-    plc("train-assistant", *team, "--kind", "boundary", "--teacher", p["teacher"], "--out", p["bd"],
-        "--bt-delta", 2)
+    plc(
+        "train-assistant",
+        *team,
+        "--kind",
+        "false-pixel",
+        "--teacher",
+        p["teacher"],
+        "--out",
+        p["fp"],
+        "--fig-queue-len",
+        32,
+        "--fig-pixels-per-image",
+        8,
+    )
+    plc(
+        "train-assistant",
+        *team,
+        "--kind",
+        "boundary",
+        "--teacher",
+        p["teacher"],
+        "--out",
+        p["bd"],
+        "--bt-delta",
+        2,
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOURCE_DATE_EPOCH", EPOCH)  # pins the store's creation time
-        plc("precompute", "--dataset", "g", "--data", p["data"], "--teacher", p["teacher"],
-            "--assistant-fp", p["fp"], "--assistant-bd", p["bd"], "--out", p["labels"],
-            "--shard-size", 8, "--batch-size", 4, *common)
+        plc(
+            "precompute",
+            "--dataset",
+            "g",
+            "--data",
+            p["data"],
+            "--teacher",
+            p["teacher"],
+            "--assistant-fp",
+            p["fp"],
+            "--assistant-bd",
+            p["bd"],
+            "--out",
+            p["labels"],
+            "--shard-size",
+            8,
+            "--batch-size",
+            4,
+            *common,
+        )
     for v in VARIANTS:
-        plc("distill", "--labels", p["labels"], "--out", p["runs"] / v, "--variant", v,
-            "--student", "unet-tiny", "--epochs", 1, "--batch-size", 4, *common)
-    plc("report", "--runs", p["runs"], "--out", p["report"], "--labels", p["labels"],
-        "--teacher-metrics", p["teacher"].with_suffix(".metrics.json"))
+        plc(
+            "distill",
+            "--labels",
+            p["labels"],
+            "--out",
+            p["runs"] / v,
+            "--variant",
+            v,
+            "--student",
+            "unet-tiny",
+            "--epochs",
+            1,
+            "--batch-size",
+            4,
+            *common,
+        )
+    plc(
+        "report",
+        "--runs",
+        p["runs"],
+        "--out",
+        p["report"],
+        "--labels",
+        p["labels"],
+        "--teacher-metrics",
+        p["teacher"].with_suffix(".metrics.json"),
+    )
     plc("inspect", p["labels"], "--image", "0", "--out", p["panel"])
     return p
 
@@ -91,16 +177,26 @@ def test_false_pixels_non_increasing_along_cascade(chain: dict[str, Path]) -> No
         recount = (labels.read(v, slice(None)).argmax(1) != masks).reshape(len(masks), -1).sum(1)
         np.testing.assert_array_equal(recount, labels.stat(f"false_pixels_{v}"))
         counts.append(recount)
-    for before, after in zip(counts, counts[1:], strict=False):
+    for before, after in itertools.pairwise(counts):
         assert (after <= before).all()
     assert counts[-1].sum() == 0
-    assert counts[0].sum() > 0, "the tiny teacher should make some mistakes for this test to mean much"
+    assert counts[0].sum() > 0, (
+        "the tiny teacher should make some mistakes for this test to mean much"
+    )
 
 
 def test_report_has_a_row_per_variant(chain: dict[str, Path]) -> None:
     text = chain["report"].read_text()
-    for label in ("Student alone", "T (vanilla KD)", "T + SC", "T + TA_f |", "T + TA_b |",
-                  "T + TA_f + TA_b |", "PLC-KD", "Teacher T"):
+    for label in (
+        "Student alone",
+        "T (vanilla KD)",
+        "T + SC",
+        "T + TA_f |",
+        "T + TA_b |",
+        "T + TA_f + TA_b |",
+        "PLC-KD",
+        "Teacher T",
+    ):
         assert label in text, f"missing row {label!r} in\n{text}"
     assert "Label quality" in text
 
@@ -112,7 +208,9 @@ def test_distill_outputs(chain: dict[str, Path]) -> None:
         assert metrics["config"]["variant"] == v
         assert 0.0 <= metrics["dice"] <= 1.0 and 0.0 <= metrics["iou"] <= metrics["dice"] + 1e-9
         assert (run / "student.pt").stat().st_size > 0
-        assert (run / "curve.csv").read_text().startswith("epoch") or "epoch" in (run / "curve.csv").read_text()
+        assert (run / "curve.csv").read_text().startswith("epoch") or "epoch" in (
+            run / "curve.csv"
+        ).read_text()
         rows = (run / "metrics_per_image.csv").read_text().strip().splitlines()
         assert len(rows) - 1 == metrics["n_images"]
 
@@ -134,12 +232,33 @@ def test_same_seed_gives_byte_identical_label_store(
 ) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     again = tmp_path / "again.zarr"
-    plc("precompute", "--dataset", "g", "--data", chain["data"], "--teacher", chain["teacher"],
-        "--assistant-fp", chain["fp"], "--assistant-bd", chain["bd"], "--out", again,
-        "--shard-size", 8, "--batch-size", 4, "--no-progress", "--device", "cpu")
+    plc(
+        "precompute",
+        "--dataset",
+        "g",
+        "--data",
+        chain["data"],
+        "--teacher",
+        chain["teacher"],
+        "--assistant-fp",
+        chain["fp"],
+        "--assistant-bd",
+        chain["bd"],
+        "--out",
+        again,
+        "--shard-size",
+        8,
+        "--batch-size",
+        4,
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
 
     def files(root: Path) -> dict[str, bytes]:
-        return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+        return {
+            str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
+        }
 
     a, b = files(chain["labels"]), files(again)
     assert a.keys() == b.keys()
@@ -155,11 +274,37 @@ def test_distill_refuses_store_of_another_manifest(chain: dict[str, Path], tmp_p
     from storage_schema import open_dataset_store, open_label_store
 
     other = tmp_path / "other.zarr"
-    plc("prepare", "--dataset", "synthetic", "--out", other, "--size", 32, "--count", 20,
-        "--seed", 4, "--no-progress")
-    result = runner.invoke(app, ["distill", "--labels", str(chain["labels"]), "--data", str(other),
-                                 "--out", str(tmp_path / "run"), "--student", "unet-tiny",
-                                 "--epochs", "1", "--no-progress"])
+    plc(
+        "prepare",
+        "--dataset",
+        "synthetic",
+        "--out",
+        other,
+        "--size",
+        32,
+        "--count",
+        20,
+        "--seed",
+        4,
+        "--no-progress",
+    )
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--labels",
+            str(chain["labels"]),
+            "--data",
+            str(other),
+            "--out",
+            str(tmp_path / "run"),
+            "--student",
+            "unet-tiny",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 1
     theirs = open_dataset_store(other).manifest_sha256[:12]
     ours = open_label_store(chain["labels"]).manifest_sha256[:12]
@@ -187,7 +332,18 @@ def test_live_labels_match_stored_within_encoding_error(chain: dict[str, Path]) 
 
 
 def test_missing_prerequisite_names_the_command(chain: dict[str, Path], tmp_path: Path) -> None:
-    result = runner.invoke(app, ["precompute", "--dataset", "g", "--data", str(chain["data"]),
-                                 "--teacher", str(tmp_path / "nope.pt"), "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "precompute",
+            "--dataset",
+            "g",
+            "--data",
+            str(chain["data"]),
+            "--teacher",
+            str(tmp_path / "nope.pt"),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 1
     assert "plc train-teacher --dataset g" in result.output
