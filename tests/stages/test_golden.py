@@ -255,12 +255,7 @@ def test_same_seed_gives_byte_identical_label_store(
         "cpu",
     )
 
-    def files(root: Path) -> dict[str, bytes]:
-        return {
-            str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
-        }
-
-    a, b = files(chain["labels"]), files(again)
+    a, b = _store_files(chain["labels"]), _store_files(again)
     assert a.keys() == b.keys()
     differing = [k for k in a if a[k] != b[k] and k != "zarr.json"]
     assert not differing, differing
@@ -347,3 +342,43 @@ def test_missing_prerequisite_names_the_command(chain: dict[str, Path], tmp_path
     )
     assert result.exit_code == 1
     assert "plc train-teacher --dataset g" in result.output
+
+
+def _store_files(root: Path) -> dict[str, bytes]:
+    return {
+        str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
+    }
+
+
+def test_dask_workers_write_the_same_store(
+    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    scaled = tmp_path / "dask.zarr"
+    plc(
+        "precompute",
+        "--dataset",
+        "g",
+        "--data",
+        chain["data"],
+        "--teacher",
+        chain["teacher"],
+        "--assistant-fp",
+        chain["fp"],
+        "--assistant-bd",
+        chain["bd"],
+        "--out",
+        scaled,
+        "--shard-size",
+        8,
+        "--batch-size",
+        4,
+        "--workers",
+        2,
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
+    a, b = _store_files(chain["labels"]), _store_files(scaled)
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k] and k != "zarr.json"] == []
