@@ -12,7 +12,7 @@ import logging
 
 import torch
 
-from pipeline.check import check_same_shape, check_shape
+from pipeline.check import check_same_shape, check_shape, class_argmax
 from pipeline.sc import (
     SC_COUNT_KEYS,
     ClassBank,
@@ -61,7 +61,7 @@ def _check_probs_gt(probs: torch.Tensor, gt: torch.Tensor, name: str = "probs") 
 def false_pixels(probs: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """(B, H, W) bool: argmax(probs) != gt. probs (B, C, H, W), gt (B, H, W) long."""
     _check_probs_gt(probs, gt)
-    return probs.argmax(dim=1) != gt
+    return class_argmax(probs, 1) != gt
 
 
 def count_false(probs: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -84,7 +84,7 @@ def replace_if_correct(
     """
     check_same_shape(y_prev, y_assist, ("y_prev", "y_assist"))
     _check_probs_gt(y_prev, gt, "y_prev")
-    take = (y_prev.argmax(dim=1) != gt) & (y_assist.argmax(dim=1) == gt)  # (B, H, W)
+    take = (class_argmax(y_prev, 1) != gt) & (class_argmax(y_assist, 1) == gt)  # (B, H, W)
     return torch.where(take.unsqueeze(1), y_assist.to(y_prev.dtype), y_prev)
 
 

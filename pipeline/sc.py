@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from pipeline.check import check_shape
+from pipeline.check import check_shape, class_argmax
 from pipeline.search import BACKENDS, nearest_neighbours, resolve_backend
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def sample_correct_pixels(
     check_shape(feats, f"F {sizes['H']} {sizes['W']}", "feats")
     check_shape(gt, f"{sizes['H']} {sizes['W']}", "gt")
     check_label_map(gt, sizes["C"])
-    right = (probs.argmax(0) == gt).flatten()  # (H*W,)
+    right = (class_argmax(probs, 0) == gt).flatten()  # (H*W,)
     gt_flat = gt.flatten()  # (H*W,)
     f_flat = F.normalize(feats.flatten(1).T.float(), dim=1)  # (H*W, F)
     p_flat = probs.flatten(1).T  # (H*W, C)
@@ -173,7 +173,7 @@ def _fill_class(
     db_feats, db_soft = db
     nn = nearest_neighbours(q_feats, db_feats, backend, normalize=True, batch_size=cfg.batch_size)
     copied = db_soft[nn].to(dtype)  # (n_q, C)
-    tie = copied.argmax(dim=1) != c  # a copied vector must keep argmax c
+    tie = class_argmax(copied, 1) != c  # a copied vector must keep argmax c
     if tie.any():
         copied[tie] = smoothed_onehot(labels[tie], num_classes, cfg.smoothing, dtype)
     return copied, int(tie.sum())
@@ -220,7 +220,7 @@ def similarity_correct(
     use_bank = bank if cfg.use_bank else None
     out = probs.clone()
     counts = dict.fromkeys(SC_COUNT_KEYS, 0)
-    wrong_all = probs.argmax(dim=1) != gt  # (B, H, W)
+    wrong_all = class_argmax(probs, 1) != gt  # (B, H, W)
     for b in torch.nonzero(wrong_all.flatten(1).any(dim=1)).squeeze(1).tolist():
         f_flat = feats[b].flatten(1).T  # (H*W, F)
         p_flat = probs[b].flatten(1).T  # (H*W, C), source of copies (never modified)
@@ -241,7 +241,7 @@ def similarity_correct(
             o_flat[q_idx] = filled
             counts[source] += len(q_idx) - n_onehot  # ties fell back to the one-hot
             counts["sc_onehot"] += n_onehot
-    n_bad = int((out.argmax(dim=1) != gt).sum())
+    n_bad = int((class_argmax(out, 1) != gt).sum())
     if n_bad:
         raise RuntimeError(
             f"SC left {n_bad} pixels whose argmax differs from the GT; this is a bug."
@@ -260,7 +260,7 @@ def needs_bank(probs: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     check_shape(gt, f"{sizes['B']} {sizes['H']} {sizes['W']}", "gt")
     n_img, num_classes = sizes["B"], sizes["C"]
     check_label_map(gt, num_classes)
-    wrong = (probs.argmax(dim=1) != gt).flatten()  # (B*H*W,)
+    wrong = (class_argmax(probs, 1) != gt).flatten()  # (B*H*W,)
     image = torch.arange(n_img, device=gt.device).repeat_interleave(sizes["H"] * sizes["W"])
     key = image * num_classes + gt.flatten()  # (B*H*W,) image-class id
     n_wrong = torch.bincount(key[wrong], minlength=n_img * num_classes).view(n_img, num_classes)

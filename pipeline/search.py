@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.check import class_argmax
+
 logger = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("auto", "faiss-gpu", "faiss-cpu", "torch", "kdtree", "numpy")
@@ -128,7 +130,7 @@ def _search_torch(q: torch.Tensor, db: torch.Tensor, batch_size: int) -> torch.T
     parts = []
     for i in range(0, len(q), rows):
         chunk = q[i : i + rows]
-        parts.append(torch.mm(chunk, db_t, out=block[: len(chunk)]).argmax(dim=1))
+        parts.append(class_argmax(torch.mm(chunk, db_t, out=block[: len(chunk)]), 1))
     return torch.cat(parts)
 
 

@@ -17,7 +17,9 @@ from stages.data import SplitData, epoch_batches
 logger = logging.getLogger(__name__)
 
 # Options that change how a stage runs, never what it produces.
-RUNTIME_FIELDS = frozenset({"progress", "force", "overwrite", "device", "workers", "scheduler"})
+RUNTIME_FIELDS = frozenset(
+    {"progress", "force", "overwrite", "device", "workers", "scheduler", "cache_mb"}
+)
 
 Transform = Callable[
     [torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]

@@ -7,7 +7,6 @@ labels agree within the encoding error on un-augmented inputs.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,8 +20,8 @@ class LiveLabels:
     """Computes one variant with the team the label store was built from, batch by batch."""
 
     def __init__(self, label_store, variant: str, train: SplitData, device: torch.device):
-        from pipeline.cascade import ClassBank
-        from stages.precompute import SC_BASES, ShardJob, _cascade_base, bank_samples
+        from pipeline.sc import ClassBank
+        from stages.precompute import SC_BASES, ShardJob, bank_samples, cascade_maps
         from stages.team import Team
 
         prov = label_store.provenance
@@ -48,17 +47,22 @@ class LiveLabels:
             for idx in epoch_batches(len(train), pc["batch_size"], 0, 0, shuffle=False):
                 images, gt = train.batch(idx, device)
                 out = self.team(images)
-                for base, s in bank_samples(out, _cascade_base(out, gt), gt, idx, self.job).items():
+                y_b = cascade_maps(out, gt)["teacher_fa_ba"]
+                for base, s in bank_samples(out.p_t, y_b, out.feats, gt, idx, self.job).items():
                     samples[base].extend(s)
             self.banks = {b: ClassBank.from_samples(s) for b, s in samples.items()}
-        self.job = replace(self.job, banks=self.banks)
 
     def __call__(
         self, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor
     ) -> torch.Tensor:
         """Log-probabilities (B, C, H, W) of ``variant`` for un-augmented ``images``."""
-        from stages.precompute import _variants
+        from stages.precompute import SC_BASES, cascade_maps, sc_variant
 
         gt = masks.to(self.device)
-        maps, _ = _variants(self.team(images), gt, self.job, self.banks)
-        return torch.log(maps[self.variant].clamp_min(1e-12)).cpu()
+        out = self.team(images)
+        maps = cascade_maps(out, gt)
+        if self.variant in SC_BASES:
+            probs, _ = sc_variant(self.variant, maps, out.feats, gt, self.job, self.banks)
+        else:
+            probs = maps[self.variant]
+        return torch.log(probs.clamp_min(1e-12)).cpu()

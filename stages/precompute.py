@@ -18,12 +18,18 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from pipeline.check import class_argmax
 from stages import paths
 from stages.common import config_dict
+
+if TYPE_CHECKING:
+    from stages.data import SplitData
+    from stages.team import Team, TeamOutput
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ class PrecomputeConfig:
     seed: int = 0
     workers: int = 0
     scheduler: str | None = None
+    cache_mb: int = 4096
     force: bool = False
     progress: bool = True
     device: str = "auto"
@@ -66,6 +73,8 @@ class PrecomputeConfig:
             )
         if not 0.0 <= self.sc_smoothing < 0.5:
             raise ValueError(f"--sc-smoothing must be in [0, 0.5), got {self.sc_smoothing}.")
+        if self.cache_mb < 0:
+            raise ValueError(f"--cache-mb must be >= 0, got {self.cache_mb}.")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}.")
 
@@ -99,6 +108,7 @@ class ShardJob:
     seed: int
     device: str
     banks: dict | None = None  # None in pass 1; {"teacher": ClassBank, "teacher_fa_ba": ClassBank}
+    cache_mb: int = 0  # in-process: keep pass-1 outputs of deferred shards for pass 2, up to this
 
 
 @dataclass
@@ -124,32 +134,42 @@ def stat_names(variants: tuple[str, ...]) -> list[str]:
     return names + [f"sc_{kind}_{v}" for v in SC_BASES for kind in ("in_image", "bank", "onehot")]
 
 
-def _variants(out, gt: torch.Tensor, job: ShardJob, banks: dict | None):
-    """All six variants of one batch plus per-image SC counts."""
+def cascade_maps(out: TeamOutput, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The four cascade variants before SC: Y^I, Y^F, T + TA_b and Y^B."""
     from pipeline.cascade import replace_if_correct
-    from pipeline.sc import SCConfig, similarity_correct
 
-    sc = SCConfig(backend=job.backend, smoothing=job.smoothing)
     y_f = replace_if_correct(out.p_t, out.p_f, gt)
-    maps = {
+    return {
         "teacher": out.p_t,
         "teacher_fa": y_f,
         "teacher_ba": replace_if_correct(out.p_t, out.p_b, gt),
         "teacher_fa_ba": replace_if_correct(y_f, out.p_b, gt),
     }
-    counts: dict[str, torch.Tensor] = {}
-    for variant, base in SC_BASES.items():
-        bank = banks[base] if banks else None
-        per_image = [
-            similarity_correct(maps[base][i : i + 1], out.feats[i : i + 1], gt[i : i + 1], sc, bank)
-            for i in range(gt.shape[0])
-        ]
-        maps[variant] = torch.cat([p for p, _ in per_image])
-        for kind in ("in_image", "bank", "onehot"):
-            counts[f"sc_{kind}_{variant}"] = torch.tensor(
-                [float(info[f"sc_{kind}"]) for _, info in per_image]
-            )
-    return maps, counts
+
+
+def sc_variant(
+    variant: str,
+    maps: dict[str, torch.Tensor],
+    feats: torch.Tensor,
+    gt: torch.Tensor,
+    job: ShardJob,
+    banks: dict | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One SC variant of a batch (corrected per image) and its per-image SC counts."""
+    from pipeline.sc import SCConfig, similarity_correct
+
+    sc = SCConfig(backend=job.backend, smoothing=job.smoothing)
+    base = SC_BASES[variant]
+    bank = banks[base] if banks else None
+    per_image = [
+        similarity_correct(maps[base][i : i + 1], feats[i : i + 1], gt[i : i + 1], sc, bank)
+        for i in range(gt.shape[0])
+    ]
+    counts = {
+        f"sc_{kind}_{variant}": torch.tensor([float(info[f"sc_{kind}"]) for _, info in per_image])
+        for kind in ("in_image", "bank", "onehot")
+    }
+    return torch.cat([p for p, _ in per_image]), counts
 
 
 def _stats(maps: dict[str, torch.Tensor], gt: torch.Tensor, counts: dict) -> dict[str, np.ndarray]:
@@ -159,10 +179,36 @@ def _stats(maps: dict[str, torch.Tensor], gt: torch.Tensor, counts: dict) -> dic
     stats = {}
     for v, p in maps.items():
         stats[f"false_pixels_{v}"] = false_pixels(p, gt).flatten(1).sum(1).double().cpu().numpy()
-        dice, _ = dice_iou(p.argmax(1).cpu(), gt.cpu(), p.shape[1])
+        dice, _ = dice_iou(class_argmax(p, 1).cpu(), gt.cpu(), p.shape[1])
         stats[f"dice_{v}"] = dice.double().numpy()
     stats.update({k: v.double().numpy() for k, v in counts.items()})
     return stats
+
+
+# Pass-1 team outputs of deferred shards, kept in this process for pass 2 (in-process runs
+# only; a Dask worker recomputes them, which gives the same values).
+_DEFERRED: dict[tuple[str, int], list] = {}
+
+
+def _outputs_mb(batches: list) -> float:
+    tensors = [t for _, out, gt in batches for t in (out.p_t, out.p_f, out.p_b, out.feats, gt)]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def _cached_mb() -> float:
+    return sum(_outputs_mb(batches) for batches in _DEFERRED.values())
+
+
+def _team_batches(job: ShardJob, team: Team, data: SplitData, device: torch.device):
+    """(idx, team output, gt) per batch of the shard, from the pass-1 cache where present."""
+    cached = _DEFERRED.pop((job.tmp_path, job.start), None)
+    if cached is not None:
+        yield from cached
+        return
+    for lo in range(job.start, job.stop, job.batch_size):
+        idx = torch.arange(lo, min(lo + job.batch_size, job.stop))
+        images, gt = data.batch(idx, device)
+        yield idx, team(images), gt
 
 
 def process_shard(job: ShardJob) -> ShardOutcome:
@@ -182,36 +228,49 @@ def process_shard(job: ShardJob) -> ShardOutcome:
     )
     soft: dict[str, list] = {v: [] for v in VARIANTS}
     stats: dict[str, list] = {}
-    deferred = False
-    for lo in range(job.start, job.stop, job.batch_size):
-        idx = torch.arange(lo, min(lo + job.batch_size, job.stop))
-        images, gt = data.batch(idx, device)
-        out = team(images)
-        y_b = _cascade_base(out, gt)
+    seen, deferred = [], False
+    for idx, out, gt in _team_batches(job, team, data, device):
+        seen.append((idx, out, gt))
+        maps = cascade_maps(out, gt)
         if job.banks is None:
-            for base, samples in bank_samples(out, y_b, gt, idx, job).items():
+            for base, samples in bank_samples(
+                out.p_t, maps["teacher_fa_ba"], out.feats, gt, idx, job
+            ).items():
                 outcome.samples[base].extend(samples)
-            deferred = deferred or bool((needs_bank(out.p_t, gt) | needs_bank(y_b, gt)).any())
+            deferred = deferred or bool(
+                (needs_bank(out.p_t, gt) | needs_bank(maps["teacher_fa_ba"], gt)).any()
+            )
         if deferred:
-            continue  # pass 2 recomputes this shard with the banks
-        maps, counts = _variants(out, gt, job, job.banks)
+            continue  # pass 2 finishes this shard once the banks are complete
+        counts = {}
+        for variant in SC_BASES:
+            maps[variant], c = sc_variant(variant, maps, out.feats, gt, job, job.banks)
+            counts.update(c)
         for v in VARIANTS:
             soft[v].append(torch.log(maps[v].clamp_min(1e-12)).cpu().numpy())
         for k, arr in _stats(maps, gt, counts).items():
             stats.setdefault(k, []).append(arr)
-    if not deferred:
-        writer = LabelStoreWriter.open(job.tmp_path)
-        writer.write_shard(
-            job.start,
-            {v: np.concatenate(a) for v, a in soft.items()},
-            {k: np.concatenate(a) for k, a in stats.items()},
-        )
-        outcome.written = True
+    if deferred:
+        if _cached_mb() + _outputs_mb(seen) <= job.cache_mb:
+            _DEFERRED[(job.tmp_path, job.start)] = seen
+        return outcome
+    writer = LabelStoreWriter.open(job.tmp_path)
+    writer.write_shard(
+        job.start,
+        {v: np.concatenate(arrays) for v, arrays in soft.items()},
+        {k: np.concatenate(a) for k, a in stats.items()},
+    )
+    outcome.written = True
     return outcome
 
 
 def bank_samples(
-    out, y_b: torch.Tensor, gt: torch.Tensor, idx: torch.Tensor, job: ShardJob
+    p_t: torch.Tensor,
+    y_b: torch.Tensor,
+    feats: torch.Tensor,
+    gt: torch.Tensor,
+    idx: torch.Tensor,
+    job: ShardJob,
 ) -> dict:
     """Seeded per-image samples of correct pixels for the banks of both SC variants.
 
@@ -220,22 +279,16 @@ def bank_samples(
     from pipeline.cascade import sample_correct_pixels
 
     samples: dict[str, list] = {}
-    for base, probs in (("teacher", out.p_t), ("teacher_fa_ba", y_b)):
+    for base, probs in (("teacher", p_t), ("teacher_fa_ba", y_b)):
         samples[base] = []
         for i, j in enumerate(idx.tolist()):
             g = torch.Generator().manual_seed(job.seed * 1_000_003 + j)
             samples[base].append(
                 sample_correct_pixels(
-                    probs[i].cpu(), out.feats[i].cpu(), gt[i].cpu(), job.bank_per_class, g
+                    probs[i].cpu(), feats[i].cpu(), gt[i].cpu(), job.bank_per_class, g
                 )
             )
     return samples
-
-
-def _cascade_base(out, gt: torch.Tensor) -> torch.Tensor:
-    from pipeline.cascade import replace_if_correct
-
-    return replace_if_correct(replace_if_correct(out.p_t, out.p_f, gt), out.p_b, gt)
 
 
 _TRAIN: dict[str, object] = {}
@@ -367,21 +420,25 @@ def run(cfg: PrecomputeConfig) -> Path:
         bank_per_class=cfg.bank_per_class,
         seed=cfg.seed,
         device=cfg.device,
+        cache_mb=cfg.cache_mb if cfg.workers == 0 and cfg.scheduler is None else 0,
     )
-    jobs = [_with(base, start=a, stop=b) for a, b in writer.shard_bounds()]
-    first = _run_jobs(jobs, cfg, "precompute")
-    deferred = [o for o in first if not o.written]
-    if deferred:
-        banks = {
-            b: ClassBank.from_samples([s for o in first for s in o.samples[b]])
-            for b in SC_BASES.values()
-        }
-        logger.info("%d shard(s) need the cross-image bank; recomputing them", len(deferred))
-        _run_jobs(
-            [_with(base, start=o.start, stop=o.stop, banks=banks) for o in deferred],
-            cfg,
-            "precompute (bank)",
-        )
+    try:
+        jobs = [_with(base, start=a, stop=b) for a, b in writer.shard_bounds()]
+        first = _run_jobs(jobs, cfg, "precompute")
+        deferred = [o for o in first if not o.written]
+        if deferred:
+            banks = {
+                b: ClassBank.from_samples([s for o in first for s in o.samples[b]])
+                for b in SC_BASES.values()
+            }
+            logger.info("%d shard(s) need the cross-image bank; finishing them", len(deferred))
+            _run_jobs(
+                [_with(base, start=o.start, stop=o.stop, banks=banks) for o in deferred],
+                cfg,
+                "precompute (bank)",
+            )
+    finally:
+        _DEFERRED.clear()
     path = writer.publish()
     logger.info("label store → %s (%d images, %d variants)", path, len(ids), len(VARIANTS))
     return path
