@@ -139,11 +139,11 @@ def test_resolve_unknown_lists_choices() -> None:
 
 def test_resolve_auto_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(search, "faiss_gpu_available", lambda: False)
-    assert resolve_backend("auto") == "faiss-cpu"
-    assert resolve_backend("auto", "cpu") == "faiss-cpu"
+    assert resolve_backend("auto") == "numpy"
+    assert resolve_backend("auto", "cpu") == "numpy"
     assert resolve_backend("auto", torch.device("cuda", 0)) == "torch"
     monkeypatch.setattr(search, "_faiss", lambda: None)
-    assert resolve_backend("auto", "cpu") == "torch"
+    assert resolve_backend("auto", "cpu") == "numpy"
     with pytest.raises(ValueError, match="needs faiss"):
         resolve_backend("faiss-cpu")
 
