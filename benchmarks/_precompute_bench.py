@@ -84,10 +84,10 @@ def instrument(targets: dict[str, tuple[object, str]]) -> Iterator[dict[str, Pro
 _TARGETS: tuple[tuple[str, str, str, int], ...] = (
     ("shard tasks (process_shard)", "stages.precompute", "process_shard", 0),
     ("team forwards (3 nets)", "stages.team:Team", "__call__", 1),
-    ("cascade + SC, all variants (_variants)", "stages.precompute", "_variants", 1),
+    ("cascade, 4 variants (cascade_maps)", "stages.precompute", "cascade_maps", 1),
+    ("SC, 2 variants (sc_variant)", "stages.precompute", "sc_variant", 1),
     ("SC (similarity_correct)", "pipeline.sc", "similarity_correct", 2),
     ("search (nearest_neighbours)", "pipeline.sc", "nearest_neighbours", 3),
-    ("cascade base for the bank (_cascade_base)", "stages.precompute", "_cascade_base", 1),
     ("bank samples", "stages.precompute", "bank_samples", 1),
     ("needs_bank", "pipeline.cascade", "needs_bank", 1),
     ("per-image stats (_stats)", "stages.precompute", "_stats", 1),

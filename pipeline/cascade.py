@@ -23,6 +23,7 @@ from pipeline.sc import (
     similarity_correct,
     smoothed_onehot,
 )
+from storage_schema import VARIANTS  # one definition, shared with the label store
 
 __all__ = [
     "SC_COUNT_KEYS",
@@ -40,15 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-VARIANTS: tuple[str, ...] = (
-    "teacher",
-    "teacher_sc",
-    "teacher_fa",
-    "teacher_ba",
-    "teacher_fa_ba",
-    "plc",
-)
 
 
 def _check_probs_gt(probs: torch.Tensor, gt: torch.Tensor, name: str = "probs") -> None:

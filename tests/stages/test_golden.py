@@ -99,26 +99,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOURCE_DATE_EPOCH", EPOCH)  # pins the store's creation time
-        plc(
-            "precompute",
-            "--dataset",
-            "g",
-            "--data",
-            p["data"],
-            "--teacher",
-            p["teacher"],
-            "--assistant-fp",
-            p["fp"],
-            "--assistant-bd",
-            p["bd"],
-            "--out",
-            p["labels"],
-            "--shard-size",
-            8,
-            "--batch-size",
-            4,
-            *common,
-        )
+        _precompute(p, p["labels"])
     for v in VARIANTS:
         plc(
             "distill",
@@ -149,6 +130,14 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     plc("inspect", p["labels"], "--image", "0", "--out", p["panel"])
     return p
+
+
+def _precompute(p: dict[str, Path], out: Path, *extra: object) -> str:
+    return plc(
+        "precompute", "--dataset", "g", "--data", p["data"], "--teacher", p["teacher"],
+        "--assistant-fp", p["fp"], "--assistant-bd", p["bd"], "--out", out,
+        "--shard-size", 8, "--batch-size", 4, "--no-progress", "--device", "cpu", *extra,
+    )  # fmt: skip
 
 
 def _train_masks(chain: dict[str, Path]) -> np.ndarray:
@@ -232,28 +221,7 @@ def test_same_seed_gives_byte_identical_label_store(
 ) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     again = tmp_path / "again.zarr"
-    plc(
-        "precompute",
-        "--dataset",
-        "g",
-        "--data",
-        chain["data"],
-        "--teacher",
-        chain["teacher"],
-        "--assistant-fp",
-        chain["fp"],
-        "--assistant-bd",
-        chain["bd"],
-        "--out",
-        again,
-        "--shard-size",
-        8,
-        "--batch-size",
-        4,
-        "--no-progress",
-        "--device",
-        "cpu",
-    )
+    _precompute(chain, again)
 
     a, b = _store_files(chain["labels"]), _store_files(again)
     assert a.keys() == b.keys()
@@ -355,30 +323,7 @@ def test_dask_workers_write_the_same_store(
 ) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     scaled = tmp_path / "dask.zarr"
-    plc(
-        "precompute",
-        "--dataset",
-        "g",
-        "--data",
-        chain["data"],
-        "--teacher",
-        chain["teacher"],
-        "--assistant-fp",
-        chain["fp"],
-        "--assistant-bd",
-        chain["bd"],
-        "--out",
-        scaled,
-        "--shard-size",
-        8,
-        "--batch-size",
-        4,
-        "--workers",
-        2,
-        "--no-progress",
-        "--device",
-        "cpu",
-    )
+    _precompute(chain, scaled, "--workers", 2)
     a, b = _store_files(chain["labels"]), _store_files(scaled)
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k] and k != "zarr.json"] == []
