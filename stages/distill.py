@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -214,6 +213,3 @@ def _live_labels(cfg: DistillConfig, label_store, train: SplitData, device: torc
     from stages.live import LiveLabels
 
     return LiveLabels(label_store, cfg.variant, train, device)
-
-
-__all__ = ["VARIANT_CHOICES", "DistillConfig", "np", "run"]

@@ -327,3 +327,29 @@ def test_dask_workers_write_the_same_store(
     a, b = _store_files(chain["labels"]), _store_files(scaled)
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k] and k != "zarr.json"] == []
+
+
+def test_evaluate_any_checkpoint_on_any_split(chain: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "teacher_train.json"
+    plc("evaluate", "--checkpoint", chain["teacher"], "--data", chain["data"], "--split", "train",
+        "--out", out, "--device", "cpu")  # fmt: skip
+    metrics = json.loads(out.read_text())
+    assert metrics["split"] == "train" and metrics["n_images"] == len(_train_masks(chain))
+    assert 0.0 <= metrics["iou"] <= metrics["dice"] <= 1.0
+    rows = (tmp_path / "teacher_train_per_image.csv").read_text().strip().splitlines()
+    assert len(rows) == metrics["n_images"] + 1
+
+
+def test_models_lists_the_registry() -> None:
+    text = plc("models")
+    for name, params in (("transunet", "105,276,066"), ("unet", "31,037,698")):
+        assert name in text and params in text
+
+
+def test_unknown_variant_is_refused_with_the_choices(
+    chain: dict[str, Path], tmp_path: Path
+) -> None:
+    result = runner.invoke(app, ["distill", "--labels", str(chain["labels"]), "--variant", "best",
+                                 "--out", str(tmp_path / "r"), "--no-progress"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "--variant must be one of plc, teacher" in result.output
