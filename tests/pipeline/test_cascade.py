@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from cascade_oracles import make_case, ric_loop, sc_loop  # helper dirs are on pythonpath
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,23 +29,6 @@ shapes = {
     "w": st.integers(1, 6),
     "f": st.integers(1, 6),
 }
-
-
-def _load_oracles() -> ModuleType:
-    """The sibling helper module (test folders are not on sys.path under importlib mode)."""
-    if "cascade_oracles" not in sys.modules:
-        path = Path(__file__).with_name("cascade_oracles.py")
-        spec = importlib.util.spec_from_file_location("cascade_oracles", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["cascade_oracles"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["cascade_oracles"]
-
-
-_oracles = _load_oracles()
-make_case = _oracles.make_case
-ric_loop = _oracles.ric_loop
-sc_loop = _oracles.sc_loop
 
 
 def random_bank(seed: int, c: int, f: int) -> ClassBank:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 import torch
+from cascade_oracles import make_case, sc_loop  # tests/ helper dirs are on pythonpath (pyproject)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,22 +17,6 @@ from pipeline.cascade import (
     sample_correct_pixels,
     similarity_correct,
 )
-
-
-def _load_oracles() -> ModuleType:
-    """The sibling helper module (test folders are not on sys.path under importlib mode)."""
-    if "cascade_oracles" not in sys.modules:
-        path = Path(__file__).with_name("cascade_oracles.py")
-        spec = importlib.util.spec_from_file_location("cascade_oracles", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["cascade_oracles"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["cascade_oracles"]
-
-
-_oracles = _load_oracles()
-make_case = _oracles.make_case
-sc_loop = _oracles.sc_loop
 
 
 def pixels(*vectors: list[float]) -> torch.Tensor:

@@ -3,45 +3,29 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
+from raw_trees import (  # tests/ helper dirs are on pythonpath (pyproject)
+    ISIC_TEST,
+    ISIC_TRAIN,
+    blob,
+    cvc_tree,
+    folder_tree,
+    idrid_tree,
+    isic_tree,
+    kvasir_tree,
+    truncate,
+    write,
+)
 
 from stages.prepare import PrepareConfig, run
 from stages.readers import LAYOUTS, DatasetError
 from stages.readers.imageio import resize_mask
 from storage_schema import open_dataset_store
-
-
-def _load_raw_trees() -> ModuleType:
-    """The sibling helper module, loaded by path (works under any pytest import mode)."""
-    if "raw_trees" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "raw_trees", Path(__file__).with_name("raw_trees.py")
-        )
-        assert spec is not None and spec.loader is not None
-        sys.modules["raw_trees"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["raw_trees"])
-    return sys.modules["raw_trees"]
-
-
-_rt = _load_raw_trees()
-ISIC_TEST = _rt.ISIC_TEST
-ISIC_TRAIN = _rt.ISIC_TRAIN
-blob = _rt.blob
-cvc_tree = _rt.cvc_tree
-folder_tree = _rt.folder_tree
-idrid_tree = _rt.idrid_tree
-isic_tree = _rt.isic_tree
-kvasir_tree = _rt.kvasir_tree
-truncate = _rt.truncate
-write = _rt.write
 
 
 def _cfg(tmp_path: Path, dataset: str, root: Path | None, **kw: object) -> PrepareConfig:

@@ -2,47 +2,30 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from raw_trees import (  # tests/ helper dirs are on pythonpath (pyproject)
+    IDRID,
+    ISIC_TEST,
+    ISIC_TRAIN,
+    ISIC_VAL,
+    blob,
+    cvc_tree,
+    folder_tree,
+    idrid_tree,
+    isic_tree,
+    kvasir_tree,
+    photo,
+    write,
+)
 
 from stages.readers import LAYOUTS, DatasetError, RawPair, get_layout, load_pair, seeded_split
 from stages.readers.imageio import (
     resize_mask,
 )
-
-
-def _load_raw_trees() -> ModuleType:
-    """The sibling helper module, loaded by path (works under any pytest import mode)."""
-    if "raw_trees" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "raw_trees", Path(__file__).with_name("raw_trees.py")
-        )
-        assert spec is not None and spec.loader is not None
-        sys.modules["raw_trees"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["raw_trees"])
-    return sys.modules["raw_trees"]
-
-
-_rt = _load_raw_trees()
-IDRID = _rt.IDRID
-ISIC_TEST = _rt.ISIC_TEST
-ISIC_TRAIN = _rt.ISIC_TRAIN
-ISIC_VAL = _rt.ISIC_VAL
-blob = _rt.blob
-cvc_tree = _rt.cvc_tree
-folder_tree = _rt.folder_tree
-idrid_tree = _rt.idrid_tree
-isic_tree = _rt.isic_tree
-kvasir_tree = _rt.kvasir_tree
-photo = _rt.photo
-write = _rt.write
-
 
 # ---------------------------------------------------------------- layouts
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from raw_trees import (  # tests/ helper dirs are on pythonpath (pyproject)
+    H,
+    W,
+    blob,
+    photo,
+    truncate,
+    write,
+)
 
 from stages.readers import RawPair, load_pair
 from stages.readers.imageio import (
@@ -22,27 +27,6 @@ from stages.readers.imageio import (
     resize_image,
     resize_mask,
 )
-
-
-def _load_raw_trees() -> ModuleType:
-    """The sibling helper module, loaded by path (works under any pytest import mode)."""
-    if "raw_trees" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "raw_trees", Path(__file__).with_name("raw_trees.py")
-        )
-        assert spec is not None and spec.loader is not None
-        sys.modules["raw_trees"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["raw_trees"])
-    return sys.modules["raw_trees"]
-
-
-_rt = _load_raw_trees()
-H = _rt.H
-W = _rt.W
-blob = _rt.blob
-photo = _rt.photo
-truncate = _rt.truncate
-write = _rt.write
 
 
 def _encode(array: np.ndarray, ext: str, params: tuple[int, ...] = ()) -> bytes:
