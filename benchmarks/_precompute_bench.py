@@ -82,15 +82,15 @@ def instrument(targets: dict[str, tuple[object, str]]) -> Iterator[dict[str, Pro
 
 # name -> (owner module path or class, attribute, depth): depth 0 parts do not overlap.
 _TARGETS: tuple[tuple[str, str, str, int], ...] = (
-    ("shard tasks (process_shard)", "stages.precompute", "process_shard", 0),
+    ("shard tasks (process_shard)", "stages.shard", "process_shard", 0),
     ("team forwards (3 nets)", "stages.team:Team", "__call__", 1),
-    ("cascade, 4 variants (cascade_maps)", "stages.precompute", "cascade_maps", 1),
-    ("SC, 2 variants (sc_variant)", "stages.precompute", "sc_variant", 1),
+    ("cascade, 4 variants (cascade_maps)", "stages.shard", "cascade_maps", 1),
+    ("SC, 2 variants (sc_variant)", "stages.shard", "sc_variant", 1),
     ("SC (similarity_correct)", "pipeline.sc", "similarity_correct", 2),
     ("search (nearest_neighbours)", "pipeline.sc", "nearest_neighbours", 3),
-    ("bank samples", "stages.precompute", "bank_samples", 1),
+    ("bank samples", "stages.shard", "bank_samples", 1),
     ("needs_bank", "pipeline.cascade", "needs_bank", 1),
-    ("per-image stats (_stats)", "stages.precompute", "_stats", 1),
+    ("per-image stats (_stats)", "stages.shard", "_stats", 1),
     ("write shard (encode + zarr)", "storage_schema:LabelStoreWriter", "write_shard", 1),
     ("provenance (hash + load checkpoints)", "stages.precompute", "_provenance", 0),
     ("create label store", "storage_schema", "create_label_store", 0),

@@ -21,7 +21,7 @@ class LiveLabels:
 
     def __init__(self, label_store, variant: str, train: SplitData, device: torch.device):
         from pipeline.sc import ClassBank
-        from stages.precompute import SC_BASES, ShardJob, bank_samples, cascade_maps
+        from stages.shard import SC_BASES, ShardJob, bank_samples, cascade_maps
         from stages.team import Team
 
         prov = label_store.provenance
@@ -56,7 +56,7 @@ class LiveLabels:
         self, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor
     ) -> torch.Tensor:
         """Log-probabilities (B, C, H, W) of ``variant`` for un-augmented ``images``."""
-        from stages.precompute import SC_BASES, cascade_maps, sc_variant
+        from stages.shard import SC_BASES, cascade_maps, sc_variant
 
         gt = masks.to(self.device)
         out = self.team(images)
