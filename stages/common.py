@@ -85,3 +85,27 @@ def train_segmenter(
 def stable_history(history: list[dict[str, float]]) -> list[dict[str, float]]:
     """History without wall-clock fields, so same-seed checkpoints stay byte-identical."""
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def make_train_config(cfg: Any) -> Any:
+    """The pipeline TrainConfig of a stage config with epochs, lr, seed, progress, device."""
+    from pipeline.train import TrainConfig
+
+    return TrainConfig(
+        epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, device=cfg.device
+    )
+
+
+def augmentation(enabled: bool) -> Transform | None:
+    """The default geometric + photometric augmentation as a batch transform (or None)."""
+    if not enabled:
+        return None
+    from pipeline.augment import AugmentConfig, augment_batch
+
+    aug = AugmentConfig()
+
+    def transform(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator):
+        images, masks, _ = augment_batch(images, masks, None, aug, generator)
+        return images, masks
+
+    return transform

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from storage_schema import DatasetStore, open_dataset_store
+from storage_schema import DatasetStore, LabelStore, open_dataset_store, open_label_store
 
 
 @dataclass
@@ -60,6 +60,18 @@ def open_store(path: Path) -> DatasetStore:
             f"dataset store not found at {path}: run `plc prepare --dataset ... --out {path}` first."
         )
     return open_dataset_store(path)
+
+
+def open_labels_with_data(labels: Path, data: Path | None) -> tuple[DatasetStore, LabelStore]:
+    """(dataset store, label store), the label store checked against the dataset's manifest.
+
+    ``data`` defaults to the dataset path recorded in the label store's provenance.
+    """
+    if not Path(labels).exists():
+        raise FileNotFoundError(f"label store not found at {labels}: run `plc precompute` first.")
+    unchecked = open_label_store(labels)  # validates schema and status
+    store = open_store(data or Path(unchecked.provenance["dataset_path"]))
+    return store, open_label_store(labels, manifest_sha256=store.manifest_sha256)
 
 
 def epoch_batches(

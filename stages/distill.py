@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from stages.common import checkpoint_is_current, config_dict, stable_history
-from stages.data import SplitData, epoch_batches, load_split, open_store
+from stages.data import SplitData, epoch_batches, load_split, open_labels_with_data
 
 logger = logging.getLogger(__name__)
 
@@ -129,27 +129,13 @@ def _step(cfg: DistillConfig):
     return step
 
 
-def _open_inputs(cfg: DistillConfig):
-    """(dataset store, label store) with the manifest of one checked against the other."""
-    from storage_schema import open_label_store
-
-    if not Path(cfg.labels).exists():
-        raise FileNotFoundError(
-            f"label store not found at {cfg.labels}: run `plc precompute` first."
-        )
-    unchecked = open_label_store(cfg.labels)  # validates schema and status
-    data_path = cfg.data or Path(unchecked.provenance["dataset_path"])
-    store = open_store(data_path)
-    return store, open_label_store(cfg.labels, manifest_sha256=store.manifest_sha256)
-
-
 def run(cfg: DistillConfig) -> Path:
     """Train and evaluate one student; returns the ``metrics.json`` path."""
     from pipeline.checkpoint import save_checkpoint
     from pipeline.models.registry import build_model, check_input_size
     from pipeline.train import fit, resolve_device, seed_everything
+    from stages.common import make_train_config
     from stages.evaluate import evaluate_model, write_metrics
-    from stages.train_teacher import make_train_config
 
     out = Path(cfg.out)
     if (
@@ -158,7 +144,7 @@ def run(cfg: DistillConfig) -> Path:
     ):
         logger.info("student %s is up to date (same config); use --force to retrain", out)
         return out / "metrics.json"
-    store, label_store = _open_inputs(cfg)
+    store, label_store = open_labels_with_data(cfg.labels, cfg.data)
     height, width = store.size
     check_input_size(cfg.student, height, width)
     device = resolve_device(cfg.device)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from stages.common import config_dict
 from stages.data import SplitData, epoch_batches, load_split, open_store
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def run(cfg: EvaluateConfig) -> Path:
     extra = {
         "checkpoint": str(cfg.checkpoint),
         "split": cfg.split,
-        "config": _jsonable(asdict(cfg)),
+        "config": config_dict(cfg),
     }
     logger.info(
         "%s on %s/%s: Dice %.4f IoU %.4f",
@@ -107,7 +108,3 @@ def run(cfg: EvaluateConfig) -> Path:
         metrics["iou"],
     )
     return write_metrics(metrics, out, extra)
-
-
-def _jsonable(d: dict) -> dict:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}

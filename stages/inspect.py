@@ -79,12 +79,9 @@ def panel(
 def run(cfg: InspectConfig) -> Path:
     import cv2
 
-    from stages.data import open_store
-    from storage_schema import open_label_store
+    from stages.data import open_labels_with_data
 
-    labels = open_label_store(cfg.labels)
-    store = open_store(cfg.data or Path(labels.provenance["dataset_path"]))
-    labels = open_label_store(cfg.labels, manifest_sha256=store.manifest_sha256)
+    store, labels = open_labels_with_data(cfg.labels, cfg.data)
     if cfg.image in labels.ids:
         i = labels.index_of(cfg.image)
     elif cfg.image.isdigit() and int(cfg.image) < len(labels):

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.metrics import mean_std
+
 logger = logging.getLogger(__name__)
 
 ROWS = (  # (variant, row label in the paper's notation)
@@ -70,13 +72,6 @@ def load_runs(runs: Path) -> list[dict]:
             f"no metrics.json under {runs}: run `plc distill ... --out {runs}/<exp>` first."
         )
     return [json.loads(p.read_text()) | {"_path": str(p.parent)} for p in found]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
 
 
 def paired_delta(runs: list[dict], base: list[dict], key: str) -> str:

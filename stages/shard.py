@@ -154,9 +154,9 @@ def process_shard(job: ShardJob) -> ShardOutcome:
     stats: dict[str, list] = {}
     seen, deferred = [], False
     for idx, out, gt in _team_batches(job, team, data, device):
-        seen.append((idx, out, gt))
         maps = cascade_maps(out, gt)
-        if job.banks is None:
+        if job.banks is None:  # pass 1: keep outputs in case the shard is deferred
+            seen.append((idx, out, gt))
             for base, samples in bank_samples(
                 out.p_t, maps["teacher_fa_ba"], out.feats, gt, idx, job
             ).items():

@@ -12,9 +12,15 @@ import torch
 from torch import nn
 
 from stages import paths
-from stages.common import checkpoint_is_current, config_dict, stable_history, train_segmenter
+from stages.common import (
+    augmentation,
+    checkpoint_is_current,
+    config_dict,
+    make_train_config,
+    stable_history,
+    train_segmenter,
+)
 from stages.data import SplitData, epoch_batches, load_split, open_store
-from stages.train_teacher import augmentation, make_train_config
 
 logger = logging.getLogger(__name__)
 

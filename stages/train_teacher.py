@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages import paths
-from stages.common import checkpoint_is_current, config_dict, stable_history, train_segmenter
+from stages.common import (
+    augmentation,
+    checkpoint_is_current,
+    config_dict,
+    make_train_config,
+    stable_history,
+    train_segmenter,
+)
 from stages.data import load_split, open_store
 
 logger = logging.getLogger(__name__)
@@ -50,34 +57,6 @@ class TeacherConfig:
     @property
     def out_path(self) -> Path:
         return self.out or paths.teacher_path(self.dataset)
-
-
-def make_train_config(cfg, seed: int | None = None):
-    """The pipeline TrainConfig shared by the teacher-team stages."""
-    from pipeline.train import TrainConfig
-
-    return TrainConfig(
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        seed=cfg.seed if seed is None else seed,
-        progress=cfg.progress,
-        device=cfg.device,
-    )
-
-
-def augmentation(enabled: bool):
-    """The teacher-team augmentation as a batch transform (or None)."""
-    if not enabled:
-        return None
-    from pipeline.augment import AugmentConfig, augment_batch
-
-    aug = AugmentConfig()
-
-    def transform(images, masks, generator):
-        images, masks, _ = augment_batch(images, masks, None, aug, generator)
-        return images, masks
-
-    return transform
 
 
 def run(cfg: TeacherConfig) -> Path:
