@@ -1,0 +1,106 @@
+"""Step-based, seeded batch sampling: an epoch is a fixed number of optimiser steps.
+
+An epoch here is ``steps`` batches of ``batch_size`` image indices, whatever the dataset's
+size (nnU-Net's "250 iterations per epoch"): a 22-image set and a 2,000-image set get the
+same number of optimiser steps for the same ``epochs``. The dataset size ``n`` only enters
+as the range of the indices.
+
+Without weights, indices are drawn without replacement from concatenated random
+permutations of ``range(n)`` (every image is seen once before any is seen twice); with
+``weights``, each index is drawn independently with probability ``weights[i] / sum``
+(foreground-aware sampling, see :func:`foreground_weights`). The draws depend only on
+``(seed, epoch)``: the same pair gives the same batches in any process.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+__all__ = ["foreground_weights", "step_batches"]
+
+logger = logging.getLogger(__name__)
+
+
+def _rng(seed: int, epoch: int) -> np.random.Generator:
+    """A generator whose stream depends only on ``(seed, epoch)``; any int epoch (FIG uses < 0)."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}.")
+    return np.random.default_rng(np.random.SeedSequence([seed, int(epoch < 0), abs(epoch)]))
+
+
+def step_batches(
+    n: int,
+    batch_size: int,
+    steps: int,
+    epoch: int,
+    seed: int,
+    weights: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """The index batches of one epoch: ``steps`` arrays of ``batch_size`` indices in [0, n).
+
+    Args:
+        n: dataset size, >= 1.
+        batch_size: indices per batch, >= 1 (may exceed ``n``: indices then repeat).
+        steps: batches in the epoch, >= 1.
+        epoch: epoch number (any int; negative epochs are separate streams).
+        seed: run seed, >= 0.
+        weights: (n,) non-negative sampling weights with a positive sum, or None for
+            uniform sampling without replacement within each pass over the data.
+
+    Returns:
+        ``steps`` int64 arrays of shape (batch_size,).
+    """
+    for name, value in (("n", n), ("batch_size", batch_size), ("steps", steps)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}.")
+    rng = _rng(seed, epoch)
+    need = steps * batch_size
+    if weights is None:
+        passes = -(-need // n)
+        order = np.concatenate([rng.permutation(n) for _ in range(passes)])[:need]
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (n,):
+            raise ValueError(f"weights must have shape ({n},), got {w.shape}.")
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError("weights must be finite, >= 0 and not all 0.")
+        order = rng.choice(n, size=need, replace=True, p=w / w.sum())
+    order = order.astype(np.int64)
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+
+
+def foreground_weights(masks: np.ndarray, fraction: float) -> np.ndarray | None:
+    """Per-image weights so that about ``fraction`` of draws have foreground, small lesions first.
+
+    Images with foreground share ``fraction`` of the probability mass, each in proportion to
+    ``1 / sqrt(foreground pixels)`` (an image with a small lesion is drawn more often than
+    one with a large lesion); images without foreground share the rest equally.
+
+    Args:
+        masks: (N, H, W) integer class ids; class 0 is background.
+        fraction: probability of drawing an image with foreground, in [0, 1]; 0 means
+            uniform sampling (returns None).
+
+    Returns:
+        (N,) float64 weights summing to 1, or None for uniform sampling (``fraction`` 0,
+        or every image / no image has foreground, where weighting changes nothing useful).
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}.")
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}.")
+    fg = (masks > 0).reshape(len(masks), -1).sum(1)  # (N,) foreground pixels per image
+    has = fg > 0
+    if fraction == 0.0 or not has.any():
+        return None
+    w = np.zeros(len(masks), dtype=np.float64)
+    inv = 1.0 / np.sqrt(fg[has])
+    if has.all():
+        w[has] = inv / inv.sum()
+        return w
+    w[has] = fraction * inv / inv.sum()
+    w[~has] = (1.0 - fraction) / (~has).sum()
+    return w

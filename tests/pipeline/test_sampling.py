@@ -1,0 +1,85 @@
+"""Step-based batch sampling: fixed steps per epoch, seeded streams, foreground weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline.sampling import foreground_weights, step_batches
+
+
+def test_steps_and_batch_size_do_not_depend_on_dataset_size() -> None:
+    for n in (3, 22, 500):
+        batches = step_batches(n, 8, 25, epoch=0, seed=0)
+        assert len(batches) == 25
+        assert all(b.shape == (8,) and b.dtype == np.int64 for b in batches)
+        flat = np.concatenate(batches)
+        assert flat.min() >= 0 and flat.max() < n
+
+
+def test_every_image_seen_once_before_any_twice() -> None:
+    n, bs, steps = 10, 4, 5  # 20 draws = 2 full passes
+    flat = np.concatenate(step_batches(n, bs, steps, epoch=3, seed=7))
+    assert sorted(flat[:10]) == list(range(10))
+    assert sorted(flat[10:]) == list(range(10))
+
+
+def test_same_seed_and_epoch_repeat_and_differ_otherwise() -> None:
+    a = step_batches(50, 4, 10, epoch=2, seed=1)
+    b = step_batches(50, 4, 10, epoch=2, seed=1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    other_epoch = np.concatenate(step_batches(50, 4, 10, epoch=3, seed=1))
+    other_seed = np.concatenate(step_batches(50, 4, 10, epoch=2, seed=2))
+    negative = np.concatenate(step_batches(50, 4, 10, epoch=-2, seed=1))
+    for other in (other_epoch, other_seed, negative):
+        assert not np.array_equal(np.concatenate(a), other)
+
+
+def test_same_batches_in_a_fresh_process() -> None:
+    code = (
+        "import numpy as np; from pipeline.sampling import step_batches;"
+        "print(np.concatenate(step_batches(30, 3, 4, 1, 5)).tolist())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = np.concatenate(step_batches(30, 3, 4, 1, 5)).tolist()
+    assert out.stdout.strip() == str(here)
+
+
+def test_weights_set_the_draw_frequencies() -> None:
+    w = np.array([0.0, 1.0, 3.0, 0.0])
+    flat = np.concatenate(step_batches(4, 100, 40, epoch=0, seed=0, weights=w))
+    counts = np.bincount(flat, minlength=4) / flat.size
+    assert counts[0] == 0 and counts[3] == 0
+    assert counts[2] == pytest.approx(0.75, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n": 0}, "n must be >= 1"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"weights": np.ones(3)}, "weights must have shape (5,)"),
+        ({"weights": np.zeros(5)}, "not all 0"),
+        ({"seed": -1}, "seed must be >= 0"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs: dict, message: str) -> None:
+    args = {"n": 5, "batch_size": 2, "steps": 3, "epoch": 0, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        step_batches(**args)
+
+
+def test_foreground_weights_favour_small_lesions() -> None:
+    masks = np.zeros((4, 4, 4), dtype=np.int64)
+    masks[0, :1, :1] = 1  # 1 foreground pixel
+    masks[1, :2, :2] = 1  # 4 foreground pixels
+    w = foreground_weights(masks, fraction=0.5)
+    # foreground images share 0.5 in proportion 1/sqrt(1) : 1/sqrt(4) = 2 : 1
+    assert w == pytest.approx([1 / 3, 1 / 6, 0.25, 0.25])
+    assert foreground_weights(masks, 0.0) is None
+    assert foreground_weights(np.zeros((2, 3, 3), dtype=np.int64), 0.5) is None
+    with pytest.raises(ValueError, match="fraction must be in"):
+        foreground_weights(masks, 1.5)
