@@ -110,6 +110,24 @@ def test_soft_argmax_agrees_with_mask_away_from_edges() -> None:
         assert 0 < out_m.float().mean() < 1  # the blob is still in view
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_all_correct_soft_label_stays_all_correct_exactly(seed: int) -> None:
+    images, masks, soft = _blob_batch()
+    cfg = AugmentConfig(scale_crop=(0.6, 1.0), rotate_deg=30.0)
+    _, out_m, out_s = augment_batch(images, masks, soft, cfg, _gen(seed))
+    assert torch.equal(out_s.argmax(1), out_m)  # 100 % of pixels, edges included
+    # The same draws with a mask that never agrees with the soft label: nothing is repaired,
+    # so this is the plain bilinear resampling of the soft label.
+    _, _, plain = augment_batch(images, 1 - masks, soft, cfg, _gen(seed))
+    flipped = plain.argmax(1) != out_m  # (B, H, W) where bilinear mixing changed the argmax
+    assert 0 < flipped.float().mean() < 0.05  # the repair was needed, and only on edges
+    changed = (out_s != plain).any(1)
+    assert torch.equal(changed, flipped)  # the repair touched exactly those pixels
+    inputs = soft.permute(0, 2, 3, 1).reshape(-1, 2)  # every source vector
+    for vec in out_s.permute(0, 2, 3, 1)[flipped]:  # a repaired pixel copies a source pixel
+        assert (inputs == vec).all(1).any()
+
+
 def test_soft_is_a_distribution_and_mask_values_stay() -> None:
     images, masks, soft = _random_batch(c=4)
     masks = masks * 2  # values {0, 2, 4, 6}: the mask must not be interpolated
