@@ -2,6 +2,8 @@
 
 A caller supplies ``batches(epoch)`` (an iterable of batch objects) and ``step(model,
 batch)`` returning named loss terms; ``fit`` does the rest and returns per-epoch means.
+The recipe options (LR warmup, gradient clipping, an EMA of the weights) live on
+:class:`TrainConfig`; an optional ``evaluate(model)`` adds validation figures per epoch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pipeline.train_setup import (
     AMP_MODES,
     OPTIMIZERS,
     SCHEDULES,
+    WeightEMA,
     build_optimizer,
     check_choice,
     resolve_amp,
@@ -60,6 +63,12 @@ class TrainConfig:
         amp: "auto" (bf16 autocast on CUDA where supported, else fp16 with a GradScaler),
             "off", "bf16", "fp16". On CPU AMP is always off.
         grad_clip: max global gradient norm, > 0, or None for no clipping.
+        warmup_steps: the LR ramps linearly from lr / warmup_steps to lr over this many
+            first steps, then follows ``schedule``; 0 for no warmup.
+        ema_decay: decay of an exponential moving average of the weights (see
+            ``WeightEMA``), in (0, 1); 0 for none. With it, ``evaluate`` sees the average
+            and ``fit`` leaves the averaged weights in the model (so checkpoints, evaluation
+            and a team's outputs use them).
         device: "auto" (CUDA if available, else CPU) or a torch device string.
         progress: show a progress bar with the running loss.
         log_every: log the running loss every this many steps (0: only per epoch).
@@ -73,6 +82,8 @@ class TrainConfig:
     seed: int = 0
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     grad_clip: float | None = None
+    warmup_steps: int = 0
+    ema_decay: float = 0.0
     device: str = "auto"
     progress: bool = True
     log_every: int = 0
@@ -87,6 +98,8 @@ class TrainConfig:
             "weight_decay": (self.weight_decay >= 0, ">= 0"),
             "seed": (0 <= self.seed < 2**32, "in [0, 2**32)"),
             "grad_clip": (self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
+            "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
+            "ema_decay": (0.0 <= self.ema_decay < 1.0, "0 (off) or in (0, 1)"),
             "device": (bool(self.device), '"auto" or a torch device string such as "cuda:0"'),
             "log_every": (self.log_every >= 0, ">= 0"),
         }
@@ -108,6 +121,7 @@ class _Loop:
     scaler: torch.amp.GradScaler  # disabled unless fp16 autocast
     total_steps: int
     epoch_steps: int | None  # for the progress bar; None when unknown
+    ema: WeightEMA | None = None
     global_step: int = 0
 
 
@@ -119,6 +133,7 @@ def fit(
     *,
     steps_per_epoch: int | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     desc: str = "train",
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``cfg.epochs`` epochs; return one history record per epoch.
@@ -127,8 +142,9 @@ def fit(
     dict of Tensors, is moved to the training device for you (other objects are passed as
     they are). ``step(model, batch)`` runs under autocast (when AMP is on) and returns named
     scalar loss terms including ``"loss"``, the one back-propagated. The LR follows
-    ``cfg.schedule`` per step over ``epochs * steps_per_epoch`` steps. ``fit`` seeds with
-    ``cfg.seed`` first and leaves the model in ``eval()`` mode on the training device.
+    ``cfg.warmup_steps`` then ``cfg.schedule`` per step over ``epochs * steps_per_epoch``
+    steps. ``fit`` seeds with ``cfg.seed`` first and leaves the model in ``eval()`` mode on
+    the training device, holding the EMA weights when ``cfg.ema_decay`` is set.
 
     Args:
         model: the network; moved to the resolved ``cfg.device``.
@@ -138,6 +154,9 @@ def fit(
         steps_per_epoch: batches used per epoch (an epoch stops there); required for the
             "poly" and "cosine" schedules unless ``batches(epoch)`` has a ``len()``.
         on_epoch_end: called with (epoch, record) after each epoch.
+        evaluate: called after each epoch with the model to judge (the EMA copy when
+            ``cfg.ema_decay`` is set, else the model itself), in ``eval()`` mode; the named
+            figures it returns (e.g. ``{"val_dice": 0.7}``) join that epoch's record.
         desc: progress-bar label.
 
     Returns:
@@ -163,6 +182,7 @@ def fit(
         scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
         total_steps=cfg.epochs * (epoch_steps or 1),
         epoch_steps=epoch_steps,
+        ema=WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
     )
     history = []
     with _progress_bar(cfg.progress) as bar:
@@ -170,12 +190,30 @@ def fit(
             record = _run_epoch(
                 loop, first if epoch == 0 else batches(epoch), epoch, steps_per_epoch, bar, desc
             )
+            if evaluate is not None:
+                record.update(_evaluate(loop, evaluate))
             logger.info("%s epoch %d: %s", desc, epoch, record)
             history.append(record)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
+    if loop.ema is not None:
+        loop.ema.copy_to(model)
     model.eval()
     return history
+
+
+def _evaluate(loop: _Loop, evaluate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
+    """Figures of ``evaluate`` on the EMA (or the model) in eval mode; training mode after."""
+    judged = loop.ema.model if loop.ema is not None else loop.model
+    judged.eval()
+    try:
+        figures = evaluate(judged)
+    finally:
+        loop.model.train()
+    clash = [name for name in figures if name in _RESERVED or name == "loss"]
+    if clash:
+        raise ValueError(f"evaluate() figures {clash} clash with history keys; rename them.")
+    return {name: float(value) for name, value in figures.items()}
 
 
 def _steps_per_epoch(first: Iterable[Any], given: int | None, schedule: str) -> int | None:
@@ -225,7 +263,10 @@ def _run_epoch(
 
 def _train_step(loop: _Loop, batch: Any, epoch: int, n: int) -> tuple[float, dict[str, float]]:
     """One optimiser step; returns the LR it used and the terms as floats (one sync)."""
-    lr = loop.cfg.lr * schedule_factor(loop.cfg.schedule, loop.global_step, loop.total_steps)
+    factor = schedule_factor(
+        loop.cfg.schedule, loop.global_step, loop.total_steps, loop.cfg.warmup_steps
+    )
+    lr = loop.cfg.lr * factor
     for group in loop.optimizer.param_groups:
         group["lr"] = lr
     loop.optimizer.zero_grad(set_to_none=True)
@@ -238,6 +279,8 @@ def _train_step(loop: _Loop, batch: Any, epoch: int, n: int) -> tuple[float, dic
         nn.utils.clip_grad_norm_(loop.model.parameters(), loop.cfg.grad_clip)
     loop.scaler.step(loop.optimizer)
     loop.scaler.update()
+    if loop.ema is not None:
+        loop.ema.update(loop.model)
     loop.global_step += 1
     return lr, values
 

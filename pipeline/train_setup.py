@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -65,15 +66,61 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
     return torch.float16, True
 
 
-def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
-    """LR multiplier of 0-based ``step`` out of ``total_steps`` (1 at step 0, → 0 at the end)."""
+def schedule_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0) -> float:
+    """LR multiplier of 0-based ``step`` out of ``total_steps``.
+
+    The first ``warmup_steps`` steps ramp linearly up to 1 (``(step + 1) / warmup_steps``);
+    the rest follow ``schedule`` from 1 down towards 0 at ``total_steps``.
+    """
     check_choice("schedule", schedule, SCHEDULES)
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
-    progress = min(step / max(total_steps, 1), 1.0)
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
     if schedule == "poly":
         return (1.0 - progress) ** POLY_POWER
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights (and BatchNorm statistics).
+
+    After update ``t`` (1-based) every floating-point entry of the state dict moves as
+    ``ema = d · ema + (1 − d) · value`` with ``d = min(decay, (1 + t) / (10 + t))``: the
+    warm-up of the decay keeps a short run from averaging in its random initialisation.
+    Integer entries (``num_batches_tracked``) are copied.
+
+    Attributes:
+        model: the averaged copy, in ``eval()`` mode, without gradients.
+        updates: number of updates so far.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {decay!r}.")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Fold the current weights of ``model`` into the average."""
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        current = model.state_dict()
+        for name, ema in self.model.state_dict().items():
+            value = current[name].detach()
+            if ema.dtype.is_floating_point:
+                ema.lerp_(value.to(ema.dtype), 1.0 - d)
+            else:
+                ema.copy_(value)
+
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into ``model``."""
+        model.load_state_dict(self.model.state_dict())
 
 
 def build_optimizer(

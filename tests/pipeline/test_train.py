@@ -19,6 +19,7 @@ from pipeline.train import (
     schedule_factor,
     seed_everything,
 )
+from pipeline.train_setup import WeightEMA
 
 QUIET = {"progress": False, "device": "cpu"}
 
@@ -242,11 +243,118 @@ def test_resolve_device() -> None:
         ({"grad_clip": 0.0}, "grad_clip must be None or > 0"),
         ({"seed": -1}, "seed must be in"),
         ({"log_every": -1}, "log_every must be >= 0"),
+        ({"warmup_steps": -1}, "warmup_steps must be >= 0"),
+        ({"ema_decay": 1.0}, r"ema_decay must be 0 \(off\) or in \(0, 1\)"),
     ],
 )
 def test_config_validation_messages(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_warmup_ramps_linearly_then_follows_the_schedule() -> None:
+    # 3 warmup steps of 1/3, 2/3, 1; then poly over the 7 remaining steps
+    assert [schedule_factor("poly", s, 10, 3) for s in range(3)] == pytest.approx([1 / 3, 2 / 3, 1])
+    assert schedule_factor("poly", 3, 10, 3) == 1.0
+    assert schedule_factor("poly", 5, 10, 3) == pytest.approx((1 - 2 / 7) ** 0.9)
+    assert schedule_factor("constant", 1, 10, 4) == pytest.approx(0.5)
+    images, masks = _data()
+    lrs: list[float] = []
+    cfg = TrainConfig(epochs=3, lr=0.1, schedule="constant", warmup_steps=2, **QUIET)
+    fit(
+        TinySeg(),
+        lambda e: [(images, masks)],
+        _seg_step,
+        cfg,
+        on_epoch_end=lambda e, rec: lrs.append(rec["lr"]),
+    )
+    assert lrs == pytest.approx([0.05, 0.1, 0.1])
+
+
+def test_weight_ema_matches_a_hand_computed_average() -> None:
+    net = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
+    with torch.no_grad():
+        net[0].weight.fill_(0.0)
+    ema = WeightEMA(net, decay=0.5)
+    values = [1.0, 2.0, 4.0]
+    expected = 0.0
+    for t, v in enumerate(values, start=1):
+        with torch.no_grad():
+            net[0].weight.fill_(v)
+        net[1].num_batches_tracked += 1
+        ema.update(net)
+        d = min(0.5, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * v
+    assert ema.model[0].weight.item() == pytest.approx(expected)
+    assert ema.model[1].num_batches_tracked.item() == 3  # integer buffers copied
+    assert not ema.model.training and not ema.model[0].weight.requires_grad
+    ema.copy_to(net)
+    assert net[0].weight.item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        WeightEMA(net, decay=0.0)
+
+
+def test_fit_with_ema_leaves_the_average_and_evaluates_it() -> None:
+    images, masks = _data()
+    seen: list[nn.Module] = []
+
+    def evaluate(model: nn.Module) -> dict:
+        seen.append(model)
+        assert not model.training
+        return {"val_acc": (model(images).argmax(1) == masks).float().mean()}
+
+    def run(decay: float) -> tuple[nn.Module, list[dict]]:
+        seed_everything(0)
+        model = TinySeg()
+        cfg = TrainConfig(epochs=3, lr=2e-2, ema_decay=decay, **QUIET)
+        history = fit(model, lambda e: [(images, masks)] * 4, _seg_step, cfg, evaluate=evaluate)
+        return model, history
+
+    plain, plain_hist = run(0.0)
+    assert seen[-1] is plain  # without EMA the model itself is judged
+    averaged, hist = run(0.9)
+    assert seen[-1] is not averaged  # the EMA copy was judged ...
+    assert all(0.0 <= h["val_acc"] <= 1.0 and isinstance(h["val_acc"], float) for h in hist)
+    judged = seen[-1]
+    for a, b in zip(judged.state_dict().values(), averaged.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # ... and is what fit leaves in the model
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), averaged.state_dict().values(), strict=True)
+    )
+    assert [h["loss"] for h in hist] == [h["loss"] for h in plain_hist]  # EMA never trains
+
+
+def test_evaluate_figures_may_not_clash_with_history_keys() -> None:
+    images, masks = _data()
+    with pytest.raises(ValueError, match="clash with history keys"):
+        fit(
+            TinySeg(),
+            lambda e: [(images, masks)],
+            _seg_step,
+            TrainConfig(epochs=1, **QUIET),
+            evaluate=lambda m: {"lr": 1.0},
+        )
+
+
+def test_grad_clip_bounds_the_update() -> None:
+    images, masks = _data()
+
+    def first_update(clip: float | None) -> float:
+        seed_everything(0)
+        model = TinySeg()
+        before = [p.detach().clone() for p in model.parameters()]
+        cfg = TrainConfig(
+            epochs=1, lr=1.0, optimizer="sgd", weight_decay=0.0, grad_clip=clip, **QUIET
+        )
+        fit(model, lambda e: [(images, masks)], _seg_step, cfg)
+        sq = sum(((p - q) ** 2).sum() for p, q in zip(model.parameters(), before, strict=True))
+        return float(sq.sqrt())
+
+    # the first Nesterov step (momentum 0.9) with lr 1 moves the weights by 1.9 x the
+    # (clipped) gradient norm
+    assert first_update(1e-3) == pytest.approx(1.9e-3, rel=1e-3)
+    assert first_update(None) > 1e-2
 
 
 @pytest.mark.gpu
