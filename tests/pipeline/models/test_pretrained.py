@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from official_npz import official_arrays, official_shapes, write_official_npz
 
 from pipeline.checkpoint import save_checkpoint
-from pipeline.models.pretrained import UNUSED_NPZ_KEYS, InitError, load_init, official_key_map
+from pipeline.models.pretrained import InitError, load_init
 from pipeline.models.registry import build_model
 from pipeline.models.transunet import TINY_TRANSUNET, TransUNet, TransUNetConfig
+from pipeline.models.transunet_npz import UNUSED_NPZ_KEYS, official_key_map
 
 POS = "Transformer/posembed_input/pos_embedding"
 MHA = "MultiHeadDotProductAttention_1"
@@ -120,7 +121,7 @@ def test_position_embedding_drops_class_token_and_resizes(
 
 def test_reference_size_position_embedding_resizes_from_14_to_16(tmp_path: Path) -> None:
     """The real file's (1, 197, 768) embedding fits a 256² TransUNet (grid 16) after the zoom."""
-    from pipeline.models.pretrained import _position
+    from pipeline.models.transunet_npz import _position
 
     a = np.random.default_rng(0).standard_normal((1, 197, 768)).astype(np.float32)
     out = _position(a, (1, 256, 768))
@@ -221,3 +222,11 @@ def test_unreadable_and_absent_files(tmp_path: Path) -> None:
         load_init(_model(), listed)
     with pytest.raises(FileNotFoundError, match=r"init file .*nope\.npz does not exist"):
         load_init(_model(), tmp_path / "nope.npz")
+
+
+def test_keys_nested_under_opt_target_are_read(tmp_path: Path) -> None:
+    arrays = official_arrays(CFG, seed=7, grid=4)
+    model = _model()
+    load_init(model, _npz(tmp_path, {f"opt/target/{k}": v for k, v in arrays.items()}))
+    root = torch.from_numpy(arrays["conv_root/kernel"]).permute(3, 2, 0, 1)
+    assert torch.equal(model.encoder.stem[0].weight, root)
