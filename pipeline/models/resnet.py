@@ -7,7 +7,9 @@ input, the deepest map at 1/16.
 
 One deliberate difference: the stem max-pool uses ``padding=1`` so that every side that is a
 multiple of 16 halves exactly; the reference uses ``padding=0`` and zero-pads the features
-back to the expected size afterwards. Neither has parameters, so counts are unchanged.
+back to the expected size afterwards. Neither has parameters, so counts are unchanged and the
+official ImageNet-21k weights (``--init``, `pipeline.models.pretrained`) load as they are; the
+pooled map is aligned one pixel differently, which fine-tuning absorbs.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ ResNet-50 v2 stem and stages (3, 4, 9) → ViT-B/16 on the 1/16 map → 3×3 con
 four decoder blocks (bilinear ×2, concat skip at 1/8, 1/4, 1/2, none at full size, two
 conv-BN-ReLU; channels 256, 128, 64, 16) → 3×3 conv head. The 16-channel map before the head,
 at full input resolution, is the feature map SC searches in. ≈105.3 M parameters at 224²
-with 2 classes. No pretrained weights are loaded (none are downloaded in this project).
+with 2 classes. Nothing is downloaded: a network starts random unless ``--init`` gives it the
+official ImageNet-21k ``R50+ViT-B_16.npz`` (or a state_dict); see `pipeline.models.pretrained`.
 
 Inputs may be any size whose sides are multiples of 16: position embeddings are built for
 ``img_size`` and interpolated bicubically for other grids (see `vit.PatchEmbedding`).
