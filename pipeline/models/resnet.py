@@ -9,7 +9,7 @@ One deliberate difference: the stem max-pool uses ``padding=1`` so that every si
 multiple of 16 halves exactly; the reference uses ``padding=0`` and zero-pads the features
 back to the expected size afterwards. Neither has parameters, so counts are unchanged and the
 official ImageNet-21k weights (``--init``, `pipeline.models.pretrained`) load as they are; the
-pooled map is aligned one pixel differently, which fine-tuning absorbs.
+pooled map is aligned one pixel differently from the official network (effect not measured).
 """
 
 from __future__ import annotations
