@@ -18,7 +18,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["foreground_weights", "step_batches"]
+__all__ = ["VAL_SEED", "foreground_weights", "step_batches", "validation_indices"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +104,28 @@ def foreground_weights(masks: np.ndarray, fraction: float) -> np.ndarray | None:
     w[has] = fraction * inv / inv.sum()
     w[~has] = (1.0 - fraction) / (~has).sum()
     return w
+
+
+VAL_SEED = 0  # the validation subset is the same for every run seed and every stage
+
+
+def validation_indices(n: int, fraction: float, seed: int = VAL_SEED) -> np.ndarray:
+    """Sorted positions of a seeded ``fraction`` of ``n`` images held out for validation.
+
+    At least one image and at least one training image remain on each side.
+
+    Args:
+        n: split size, >= 2.
+        fraction: share held out, in (0, 1).
+        seed: the subset's seed (``VAL_SEED`` unless a study wants another subset).
+
+    Returns:
+        (k,) int64 sorted indices, ``k = clip(round(n * fraction), 1, n - 1)``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val fraction must be in (0, 1), got {fraction}.")
+    if n < 2:
+        raise ValueError(f"a validation subset needs >= 2 training images, got {n}.")
+    k = int(min(max(round(n * fraction), 1), n - 1))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2, 0]))
+    return np.sort(rng.permutation(n)[:k]).astype(np.int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -9,17 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from stages.data import SplitData, epoch_batches
 
 logger = logging.getLogger(__name__)
-
-# Options that change how a stage runs, never what it produces.
-RUNTIME_FIELDS = frozenset(
-    {"progress", "force", "overwrite", "device", "workers", "scheduler", "cache_mb"}
-)
 
 Transform = Callable[
     [torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]
@@ -28,9 +25,11 @@ Transform = Callable[
 
 def config_dict(cfg: Any) -> dict:
     """The JSON-able content of a stage config, without runtime-only fields."""
+    from stages.options import is_runtime
+
     out = {}
     for f in dataclasses.fields(cfg):
-        if f.name in RUNTIME_FIELDS:
+        if is_runtime(f):
             continue
         value = getattr(cfg, f.name)
         out[f.name] = str(value) if isinstance(value, Path) else value
@@ -50,6 +49,32 @@ def checkpoint_is_current(path: Path, cfg: Any, force: bool) -> bool:
     return meta.get("config", {}).get("stage") == config_dict(cfg)
 
 
+def split_validation(data: SplitData, fraction: float) -> tuple[SplitData, SplitData | None]:
+    """(train, val): a seeded ``fraction`` of the train split held out for learning curves.
+
+    The held-out images depend only on the split's size and ``VAL_SEED`` (the same for every
+    run seed and every stage); ``fraction`` 0 holds out nothing (val is None).
+    """
+    from pipeline.sampling import validation_indices
+
+    if fraction == 0:
+        return data, None
+    val = validation_indices(len(data), fraction)
+    keep = np.setdiff1d(np.arange(len(data)), val)
+    return subset(data, keep), subset(data, val)
+
+
+def subset(data: SplitData, idx: np.ndarray) -> SplitData:
+    """The images ``idx`` (positions in ``data``) of a split, as a SplitData."""
+    t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+    return SplitData(
+        images=data.images[t],
+        masks=data.masks[t],
+        indices=data.indices[idx],
+        ids=[data.ids[i] for i in idx],
+    )
+
+
 def train_segmenter(
     model: nn.Module,
     data: SplitData,
@@ -58,17 +83,44 @@ def train_segmenter(
     batch_size: int,
     transform: Transform | None,
     desc: str,
+    steps_per_epoch: int = 0,
+    foreground_fraction: float = 0.0,
+    val: SplitData | None = None,
+    num_classes: int | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` with L_Seg on ``data`` (optionally transformed per batch)."""
+    """Train ``model`` with L_Seg on ``data`` (optionally transformed per batch).
+
+    Args:
+        steps_per_epoch: optimiser steps per epoch, drawn by ``pipeline.sampling``
+            whatever the split's size; 0 is the old behaviour: one shuffled pass over the
+            split per epoch (``len(data) // batch_size`` steps).
+        foreground_fraction: with steps_per_epoch > 0, the share of draws given to images
+            with foreground, small lesions first (``foreground_weights``); 0 is uniform.
+        val: images to compute ``val_dice`` on after each epoch (needs ``num_classes``).
+
+    Returns:
+        fit()'s history; with ``val``, each record has ``val_dice`` (mean per-image Dice).
+    """
     from pipeline.losses import seg_loss
+    from pipeline.sampling import foreground_weights, step_batches
     from pipeline.train import fit, resolve_device
 
     device = resolve_device(train_cfg.device)
     model.to(device)
     generator = torch.Generator().manual_seed(train_cfg.seed)
+    weights = foreground_weights(data.masks.numpy(), foreground_fraction)
+
+    def indices(epoch: int):
+        if steps_per_epoch == 0:
+            yield from epoch_batches(len(data), batch_size, epoch, train_cfg.seed, drop_last=True)
+            return
+        for idx in step_batches(
+            len(data), batch_size, steps_per_epoch, epoch, train_cfg.seed, weights
+        ):
+            yield torch.from_numpy(idx)
 
     def batches(epoch: int):
-        for idx in epoch_batches(len(data), batch_size, epoch, train_cfg.seed, drop_last=True):
+        for idx in indices(epoch):
             images, masks = data.batch(idx, torch.device("cpu"))
             if transform is not None:
                 images, masks = transform(images, masks, generator)
@@ -78,8 +130,35 @@ def train_segmenter(
         images, masks = batch
         return {"loss": seg_loss(net(images), masks)}
 
-    steps = max(1, len(data) // batch_size)
-    return fit(model, batches, step, train_cfg, steps_per_epoch=steps, desc=desc)
+    steps = steps_per_epoch or max(1, len(data) // batch_size)
+    evaluate = None
+    if val is not None:
+        if num_classes is None:
+            raise ValueError("train_segmenter needs num_classes to score the validation images.")
+        evaluate = _val_dice(val, num_classes, batch_size, device)
+    return fit(model, batches, step, train_cfg, steps_per_epoch=steps, evaluate=evaluate, desc=desc)
+
+
+def _val_dice(
+    val: SplitData, num_classes: int, batch_size: int, device: torch.device
+) -> Callable[[nn.Module], dict[str, float]]:
+    from stages.evaluate import evaluate_model
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return {"val_dice": evaluate_model(model, val, num_classes, batch_size, device)["dice"]}
+
+    return evaluate
+
+
+def write_curve(history: list[dict[str, float]], path: Path) -> Path:
+    """The per-epoch history as CSV (``epoch``, ``loss``, ``lr``, ``val_dice`` ...) for DVC plots."""
+    keys = sorted({k for row in history for k in row if k != "seconds"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows({k: row.get(k, "") for k in keys} for row in history)
+    return path
 
 
 def stable_history(history: list[dict[str, float]]) -> list[dict[str, float]]:
