@@ -6,6 +6,12 @@ band around the ground-truth boundary (so the boundary is genuinely ambiguous), 
 look-alike distractor blobs that are background, specular highlights and sensor noise.
 A few samples are empty (distractors only). numpy + OpenCV only; about a millisecond per
 224² image. The same generator and arguments always give identical arrays.
+
+Multi-class (``num_classes`` C > 2): each non-empty sample holds lesions of one or more of
+the C − 1 types, non-overlapping, mask value = class id. Each type has its own colour
+direction (e.g. type 1 darker and browner, type 2 bluer) and surface texture, so types
+are distinguishable yet each is still low-contrast with a blurred edge; distractors take a
+present type's colour. C = 2 draws exactly what it always drew.
 """
 
 from __future__ import annotations
@@ -19,10 +25,23 @@ logger = logging.getLogger(__name__)
 
 MIN_AREA, MAX_AREA = 0.01, 0.40  # lesion area as a fraction of the image
 _MIN_SIZE = 16
+MAX_CLASSES = 6  # background + up to five lesion types
+# colour direction (R, G, B offset) of lesion types 1..5 in the multi-class generator
+_TYPE_DIRECTIONS = np.array(
+    [
+        [-0.80, -0.55, -0.25],  # darker, browner
+        [-0.35, -0.30, 0.90],  # bluer
+        [0.70, -0.60, 0.40],  # redder, less green
+        [0.10, 0.85, 0.50],  # paler green-blue
+        [-0.20, 0.60, -0.75],  # yellower
+    ],
+    np.float32,
+)
+_TYPE_TEXTURE_CELLS = (12, 28, 6, 20, 40)  # bumps per side of each type's surface texture
 
 
 def generate_sample(
-    rng: np.random.Generator, size: int, empty: bool = False
+    rng: np.random.Generator, size: int, empty: bool = False, num_classes: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one synthetic image and its lesion mask.
 
@@ -30,26 +49,30 @@ def generate_sample(
         rng: the random generator; the sample is a pure function of its state.
         size: side of the square image in pixels (>= 16).
         empty: draw no lesion (the mask is all zero; distractors are still drawn).
+        num_classes: C, background included, in 2..6: C > 2 draws lesions of C − 1 types.
 
     Returns:
-        ``(image, mask)``: image ``(H, W, 3)`` uint8 RGB, mask ``(H, W)`` uint8 in {0, 1},
-        with ``H = W = size``.
+        ``(image, mask)``: image ``(H, W, 3)`` uint8 RGB, mask ``(H, W)`` uint8 class ids
+        in ``[0, C)``, with ``H = W = size``.
     """
     if size < _MIN_SIZE:
         raise ValueError(f"size must be at least {_MIN_SIZE} pixels, got {size}.")
+    _check_classes(num_classes)
     scale = size / 224.0
     base = _tissue_colour(rng)
     image = _background(rng, size, base)  # (3, H, W) float32: channel-first is fast here
-    delta = _lesion_delta(rng)
-    mask = np.zeros((size, size), np.uint8)
-    if not empty:
-        mask = _lesion_mask(rng, size)
-        alpha = _soft_alpha(rng, mask, scale)
-        texture = _noise(rng, size, 12)[None]  # (1, H, W): the lesion's own surface texture
-        image += alpha[None] * (delta + (0.3 * delta + 0.05 * base) * texture)
+    if num_classes > 2:
+        mask, delta = _typed_lesions(rng, image, base, scale, num_classes, empty)
+    else:
+        delta = _lesion_delta(rng)
+        mask = np.zeros((size, size), np.uint8)
+        if not empty:
+            mask = _lesion_mask(rng, size)
+            _paint_lesion(rng, image, mask, delta, base, scale, 12)
+    lesion = (mask > 0).astype(np.uint8)  # (H, W) any type
     for _ in range(int(rng.integers(1, 4))):
-        _add_distractor(rng, image, mask, delta, scale)
-    _add_speculars(rng, image, mask, scale)
+        _add_distractor(rng, image, lesion, delta, scale)
+    _add_speculars(rng, image, lesion, scale)
     sigma = float(rng.uniform(0.5, 1.2)) * max(scale, 0.5)
     image = cv2.GaussianBlur(image.transpose(1, 2, 0), (0, 0), sigma)  # (H, W, 3)
     # sensor noise: a sum of two uniforms is close enough to Gaussian and 3x cheaper to draw
@@ -59,7 +82,7 @@ def generate_sample(
 
 
 def generate_dataset(
-    n: int, size: int, seed: int, empty_fraction: float = 0.05
+    n: int, size: int, seed: int, empty_fraction: float = 0.05, num_classes: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` samples; exactly ``round(empty_fraction * n)`` of them are empty.
 
@@ -71,15 +94,17 @@ def generate_dataset(
         size: side of each square image in pixels (>= 16).
         seed: the seed; the same seed gives identical arrays.
         empty_fraction: fraction of samples without a lesion, in [0, 1].
+        num_classes: C, background included, in 2..6 (C > 2: several lesion types).
 
     Returns:
         ``(images, masks)``: images ``(N, H, W, 3)`` uint8 RGB, masks ``(N, H, W)`` uint8
-        in {0, 1}.
+        class ids in ``[0, C)``.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}.")
     if not 0.0 <= empty_fraction <= 1.0:
         raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}.")
+    _check_classes(num_classes)
     seq = np.random.SeedSequence(seed)
     order_seq, *sample_seqs = seq.spawn(n + 1)
     n_empty = round(empty_fraction * n)
@@ -88,9 +113,70 @@ def generate_dataset(
     images = np.empty((n, size, size, 3), np.uint8)
     masks = np.empty((n, size, size), np.uint8)
     for i, child in enumerate(sample_seqs):
-        images[i], masks[i] = generate_sample(np.random.default_rng(child), size, bool(empty[i]))
+        rng = np.random.default_rng(child)
+        images[i], masks[i] = generate_sample(rng, size, bool(empty[i]), num_classes)
     logger.debug("generated %d synthetic samples of %d² (%d empty)", n, size, n_empty)
     return images, masks
+
+
+def _check_classes(num_classes: int) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise ValueError(f"num_classes must be an integer, got {num_classes!r}.")
+    if not 2 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be in 2..{MAX_CLASSES}, got {num_classes}.")
+
+
+def _paint_lesion(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    mask: np.ndarray,
+    delta: np.ndarray,
+    base: np.ndarray,
+    scale: float,
+    cells: int,
+) -> None:
+    """Blend (in place) a lesion of colour offset ``delta`` over ``mask`` (H, W) {0, 1}."""
+    alpha = _soft_alpha(rng, mask, scale)
+    texture = _noise(rng, mask.shape[0], cells)[None]  # (1, H, W): the lesion's own texture
+    image += alpha[None] * (delta + (0.3 * delta + 0.05 * base) * texture)
+
+
+def _typed_lesions(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    base: np.ndarray,
+    scale: float,
+    num_classes: int,
+    empty: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint lesions of one or more types; ``(mask (H, W) ids, a present type's delta)``.
+
+    Each present type gets one lesion, smaller when several share the image, kept apart
+    from the others by a few pixels (a type that finds no room is left out).
+    """
+    size = image.shape[1]
+    mask = np.zeros((size, size), np.uint8)
+    types = 1 + rng.permutation(num_classes - 1)[: int(rng.integers(1, num_classes))]
+    deltas = {int(c): _type_delta(rng, int(c)) for c in types}
+    if empty:
+        return mask, deltas[int(types[0])]
+    gap = np.ones((5, 5), np.uint8)
+    for c in types:
+        taken = cv2.dilate((mask > 0).astype(np.uint8), gap)
+        lesion = _lesion_mask(rng, size, MIN_AREA, MAX_AREA / len(types)) * (1 - taken)
+        if lesion.mean() < MIN_AREA / 2:
+            continue  # no room left for this type
+        mask[lesion > 0] = c
+        cells = _TYPE_TEXTURE_CELLS[int(c) - 1]
+        _paint_lesion(rng, image, lesion, deltas[int(c)], base, scale, cells)
+    return mask, deltas[int(types[0])]
+
+
+def _type_delta(rng: np.random.Generator, class_id: int) -> np.ndarray:
+    """Colour offset ``(3, 1, 1)`` of lesion type ``class_id``: its direction, jittered."""
+    direction = _TYPE_DIRECTIONS[class_id - 1] + rng.normal(0, 0.12, 3).astype(np.float32)
+    direction /= np.linalg.norm(direction) + 1e-6
+    return (direction * rng.uniform(24.0, 44.0)).astype(np.float32).reshape(3, 1, 1)
 
 
 def _noise(rng: np.random.Generator, size: int | tuple[int, int], cells: int) -> np.ndarray:
@@ -152,14 +238,16 @@ def _blob(rng: np.random.Generator, size: int, centre: np.ndarray, radius: float
     return mask
 
 
-def _lesion_mask(rng: np.random.Generator, size: int) -> np.ndarray:
-    """The ground-truth lesion ``(H, W)`` uint8 {0, 1} covering 1 %–40 % of the image."""
+def _lesion_mask(
+    rng: np.random.Generator, size: int, min_area: float = MIN_AREA, max_area: float = MAX_AREA
+) -> np.ndarray:
+    """A ground-truth lesion ``(H, W)`` uint8 {0, 1} covering 1 %–40 % of the image."""
     for _ in range(20):
-        target = float(np.exp(rng.uniform(np.log(MIN_AREA * 1.3), np.log(MAX_AREA * 0.85))))
+        target = float(np.exp(rng.uniform(np.log(min_area * 1.3), np.log(max_area * 0.85))))
         radius = np.sqrt(target * size * size / np.pi)
         centre = rng.uniform(radius * 0.8, size - radius * 0.8, 2)
         mask = _blob(rng, size, centre, radius)
-        if MIN_AREA <= mask.mean() <= MAX_AREA:
+        if min_area <= mask.mean() <= max_area:
             return mask
     mask = np.zeros((size, size), np.uint8)  # fallback: a centred ellipse of ~10 % area
     axis = round(float(np.sqrt(0.1 * size * size / np.pi)))

@@ -57,16 +57,22 @@ class RawPair:
 
 @dataclass
 class Listing:
-    """The pairs a layout found under ``root`` and the problems it met doing so."""
+    """The pairs a layout found under ``root`` and the problems it met doing so.
+
+    ``hint`` is one line for the top of the error when nothing paired (which option
+    would pair the files), or None.
+    """
 
     root: Path
     pairs: list[RawPair] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    hint: str | None = None
 
     def extend(self, other: Listing) -> None:
-        """Append another listing's pairs and problems (same root)."""
+        """Append another listing's pairs and problems (same root); the first hint wins."""
         self.pairs += other.pairs
         self.problems += other.problems
+        self.hint = self.hint or other.hint
 
 
 def image_files(folder: Path) -> tuple[dict[str, Path], list[Problem]]:

@@ -10,7 +10,17 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from stages.readers.base import Listing, Problem, RawPair, Split, image_files, pair_folders
+from stages.readers.base import (
+    IMAGE_SUFFIXES,
+    Listing,
+    Problem,
+    RawPair,
+    Split,
+    image_files,
+    pair_folders,
+    require_dir,
+)
+from stages.readers.naming import Naming, glob_files, keyed, pair_by_key
 
 logger = logging.getLogger(__name__)
 
@@ -38,34 +48,86 @@ IDRID_SETS: tuple[tuple[str, Split], ...] = (
 )
 
 
-def list_folder(root: Path) -> Listing:
-    """``images/`` + ``masks/`` paired by file stem; no official split.
+def list_folder(root: Path, naming: Naming) -> Listing:
+    """``images/`` + ``masks/`` paired by key (``stages.readers.naming``); no official split.
 
     Negatives in ``ood_negatives/`` are listed by :func:`list_folder_negatives` only.
     """
-    return pair_folders(root, root / "images", root / "masks")
+    return _pair_dirs(root, root / "images", root / "masks", naming)
 
 
-def list_folder_negatives(root: Path) -> Listing:
+def _pair_dirs(
+    root: Path, images_dir: Path, masks_dir: Path, naming: Naming, id_prefix: str = ""
+) -> Listing:
+    """The image files directly in ``images_dir`` paired with ``masks_dir``'s by key."""
+    missing = [p for p in (require_dir(images_dir, "images"), require_dir(masks_dir, "masks")) if p]
+    if missing:
+        return Listing(root, problems=missing)
+    images, problems = image_files(images_dir)
+    masks, mask_problems = image_files(masks_dir)
+    listing = pair_by_key(
+        root, list(images.values()), list(masks.values()), naming,
+        lambda stem: f"{masks_dir / stem}.*", id_prefix=id_prefix,
+    )  # fmt: skip
+    listing.problems[:0] = problems + mask_problems
+    if not images:
+        listing.problems.append(
+            Problem(images_dir, f"no image files ({', '.join(IMAGE_SUFFIXES)})")
+        )
+    return listing
+
+
+def list_folder_negatives(root: Path, naming: Naming) -> Listing:
     """``ood_negatives/images`` (+ optional ``ood_negatives/masks``): no-lesion images.
 
-    Ids are the stems prefixed with ``neg_``. Without a masks folder every mask is empty;
-    with one, every negative image needs its mask.
+    Ids are the keys prefixed with ``neg_``. Without a masks folder every mask is empty;
+    with one, every negative image needs its mask (named as in ``masks/``).
     """
     images_dir, masks_dir = root / NEGATIVES_DIR / "images", root / NEGATIVES_DIR / "masks"
     if not images_dir.is_dir():
         reason = "missing negatives folder (include_negatives=True expects ood_negatives/images)"
         return Listing(root, problems=[Problem(images_dir, reason)])
     if masks_dir.is_dir():
-        listing = pair_folders(root, images_dir, masks_dir, id_prefix=NEGATIVE_PREFIX)
+        listing = _pair_dirs(root, images_dir, masks_dir, naming, id_prefix=NEGATIVE_PREFIX)
     else:
         images, problems = image_files(images_dir)
-        pairs = [RawPair(NEGATIVE_PREFIX + stem, path, None) for stem, path in images.items()]
-        listing = Listing(root, pairs, problems)
+        keys, key_problems = keyed(
+            list(images.values()), naming.image_suffix, "image", "--image-suffix"
+        )
+        pairs = [RawPair(NEGATIVE_PREFIX + key, path, None) for key, path in keys.items()]
+        listing = Listing(root, pairs, problems + key_problems)
         if not images:
             listing.problems.append(Problem(images_dir, "no image files"))
     listing.pairs = [dataclasses.replace(p, negative=True) for p in listing.pairs]
     return listing
+
+
+def list_glob(root: Path, naming: Naming) -> Listing:
+    """Any tree: ``--images GLOB`` and ``--masks GLOB`` relative to the root, paired by key.
+
+    Files matched by the masks glob are never images (both may live in one folder, e.g.
+    ``--images '*.png' --masks '*_mask.png' --mask-suffix _mask``). A per-case tree such as
+    PH2's ``IMD002/IMD002_Dermoscopic_Image/IMD002.bmp`` +
+    ``IMD002/IMD002_lesion/IMD002_lesion.bmp`` reads with ``--images
+    '*/*_Dermoscopic_Image/*.bmp' --masks '*/*_lesion/*.bmp' --mask-suffix _lesion``.
+    """
+    if not naming.images or not naming.masks:
+        problem = Problem(root, "layout 'glob' needs both --images GLOB and --masks GLOB")
+        return Listing(root, problems=[problem])
+    masks = glob_files(root, naming.masks)
+    images = glob_files(root, naming.images, exclude=frozenset(masks))
+    problems = [
+        Problem(root, f"no image files match --{option} {pattern!r} under the root")
+        for option, pattern, files in (("images", naming.images, images),
+                                       ("masks", naming.masks, masks))
+        if not files
+    ]  # fmt: skip
+    if problems:
+        return Listing(root, problems=problems)
+    return pair_by_key(
+        root, images, masks, naming,
+        lambda stem: f"a file {stem}.* matching --masks {naming.masks!r}",
+    )  # fmt: skip
 
 
 def list_kvasir(root: Path) -> Listing:

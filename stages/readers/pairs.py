@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.readers.base import Problem, RawPair
+from stages.readers.classes import ClassMap, read_class_mask
 from stages.readers.imageio import ReadError, read_image, read_mask, resize_image, resize_mask
 
 logger = logging.getLogger(__name__)
@@ -22,12 +24,12 @@ class LoadedPair:
 
     Attributes:
         image: ``(S, S, 3)`` uint8 RGB.
-        mask: ``(S, S)`` uint8 class ids in {0, 1}.
+        mask: ``(S, S)`` uint8 class ids: {0, 1}, or ``[0, C)`` with a class map.
         orig_height: the source image's height in pixels.
         orig_width: the source image's width in pixels.
         image_sha256: SHA-256 (hex) of the image file's bytes.
         mask_sha256: SHA-256 (hex) of the mask file's bytes, None without a mask file.
-        fg_fraction: foreground fraction of the stored (resized) mask.
+        fg_fraction: foreground (any class but 0) fraction of the stored (resized) mask.
         flags: ``empty_mask``, ``negative``, ``resized``, ``lesion_lost_in_resize``.
     """
 
@@ -60,12 +62,16 @@ def _size_text(array: np.ndarray) -> str:
     return f"{array.shape[1]}×{array.shape[0]}"
 
 
-def load_pair(pair: RawPair, size: int) -> tuple[LoadedPair | None, list[Problem]]:
+def load_pair(
+    pair: RawPair, size: int, classes: ClassMap | None = None
+) -> tuple[LoadedPair | None, list[Problem]]:
     """Read, check and normalise one pair; collect every problem instead of stopping.
 
     Args:
         pair: the raw pair.
         size: side of the stored square image.
+        classes: map of mask values (or colours) to class ids; None: binary masks,
+            thresholded.
 
     Returns:
         ``(loaded, problems)``: ``loaded`` is None exactly when ``problems`` is non-empty.
@@ -74,7 +80,10 @@ def load_pair(pair: RawPair, size: int) -> tuple[LoadedPair | None, list[Problem
     problems = [image_problem] if image_problem else []
     mask, mask_sha = None, None
     if pair.mask_path is not None:
-        mask, mask_sha, mask_problem = _read(pair.mask_path, read_mask)
+        decoder = (
+            read_mask if classes is None else functools.partial(read_class_mask, classes=classes)
+        )
+        mask, mask_sha, mask_problem = _read(pair.mask_path, decoder)
         problems += [mask_problem] if mask_problem else []
     elif image is not None:
         mask = np.zeros(image.shape[:2], np.uint8)  # a negative without a mask file
@@ -118,6 +127,6 @@ def _finish(
         orig_width=int(width),
         image_sha256=image_sha,
         mask_sha256=mask_sha,
-        fg_fraction=float(small_mask.mean()),
+        fg_fraction=float(np.count_nonzero(small_mask)) / small_mask.size,
         flags=tuple(flags),
     )

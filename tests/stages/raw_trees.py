@@ -111,3 +111,60 @@ def idrid_tree(root: Path, n_train: int = 3, n_test: int = 2) -> Path:
             write(root / IDRID_MASKS / folder / "5. Optic Disc" / f"{stem}_OD.tif", red)
             number += 1
     return root
+
+
+def suffix_tree(
+    root: Path, mask_suffix: str, n: int = 4, image_ext: str = ".jpg", mask_ext: str = ".png"
+) -> Path:
+    """``images/<stem><image_ext>`` + ``masks/<stem><mask_suffix><mask_ext>`` (0/255).
+
+    Laid out like the public sets that name masks by suffix: ISIC (``ISIC_0000000`` +
+    ``_segmentation``), Kaggle-style ``_mask``, IDRiD ``_OD``, CHASE_DB1 ``_1stHO``.
+    """
+    for i in range(n):
+        stem = f"case_{i:03d}"
+        write(root / "images" / f"{stem}{image_ext}", photo(i))
+        write(root / "masks" / f"{stem}{mask_suffix}{mask_ext}", blob(i))
+    return root
+
+
+PH2_IMAGES = Path("PH2Dataset") / "PH2 Dataset images"
+
+
+def ph2_tree(root: Path, n: int = 3) -> Path:
+    """PH2's per-case tree: ``IMD<nnn>/IMD<nnn>_Dermoscopic_Image/IMD<nnn>.bmp``, the lesion
+    mask in ``IMD<nnn>_lesion/IMD<nnn>_lesion.bmp`` and colour-class masks in ``_roi/``."""
+    for i in range(n):
+        case = f"IMD{2 + i:03d}"
+        base = root / PH2_IMAGES / case
+        write(base / f"{case}_Dermoscopic_Image" / f"{case}.bmp", photo(i))
+        write(base / f"{case}_lesion" / f"{case}_lesion.bmp", blob(i))
+        write(base / f"{case}_roi" / f"{case}_R1_Label4.bmp", blob(50 + i))
+    (root / "PH2Dataset" / "PH2_dataset.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "PH2Dataset" / "PH2_dataset.txt").write_text("|| Name || Histological Diagnosis ||")
+    return root
+
+
+def chase_tree(root: Path, n: int = 2) -> Path:
+    """CHASE_DB1: one flat folder of ``Image_<nn><L|R>.jpg`` with two observers' masks,
+    ``..._1stHO.png`` and ``..._2ndHO.png``, beside them."""
+    for i in range(n):
+        for eye in "LR":
+            stem = f"Image_{i + 1:02d}{eye}"
+            seed = 2 * i + (eye == "R")
+            write(root / f"{stem}.jpg", photo(seed))
+            write(root / f"{stem}_1stHO.png", blob(seed))
+            write(root / f"{stem}_2ndHO.png", blob(seed + 30))
+    return root
+
+
+def class_mask(
+    seed: int, values: tuple[int, ...] = (0, 1, 2), h: int = H, w: int = W
+) -> np.ndarray:
+    """A mask ``(h, w)`` uint8 whose left blob holds ``values[1]``, right blob ``values[2]``,
+    background ``values[0]`` (two lesion types side by side)."""
+    mask = np.full((h, w), values[0], np.uint8)
+    left, right = blob(seed, h, w // 2, 1) > 0, blob(seed + 1, h, w - w // 2, 1) > 0
+    mask[:, : w // 2][left] = values[1]
+    mask[:, w // 2 :][right] = values[2]
+    return mask

@@ -31,7 +31,7 @@ from stages.readers.imageio import (
 
 
 def test_registry_is_a_literal_dict_with_every_layout() -> None:
-    assert list(LAYOUTS) == ["synthetic", "folder", "kvasir", "cvc", "isic", "idrid"]
+    assert list(LAYOUTS) == ["synthetic", "folder", "kvasir", "cvc", "isic", "idrid", "glob"]
     assert not LAYOUTS["synthetic"].needs_root
     assert LAYOUTS["idrid"].classes == ("background", "optic_disc")
     assert LAYOUTS["folder"].classes == ("background", "lesion")
@@ -40,7 +40,7 @@ def test_registry_is_a_literal_dict_with_every_layout() -> None:
 def test_unknown_layout_lists_the_choices() -> None:
     with pytest.raises(DatasetError, match="unknown dataset layout 'kvasr'") as err:
         get_layout("kvasr")
-    assert "synthetic, folder, kvasir, cvc, isic, idrid" in str(err.value)
+    assert "synthetic, folder, kvasir, cvc, isic, idrid, glob" in str(err.value)
 
 
 def test_folder_pairs_by_stem_across_formats(tmp_path: Path) -> None:
