@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import uuid
+import warnings
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import zarr
-import zarr.codecs
 
+from storage_schema import location
 from storage_schema.errors import StoreError
 
 logger = logging.getLogger(__name__)
@@ -42,11 +46,6 @@ def now_iso(created: str | None) -> str:
             )
         return created
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def zstd() -> zarr.codecs.ZstdCodec:
-    """The one compressor every store array uses."""
-    return zarr.codecs.ZstdCodec(level=3)
 
 
 def is_sha256(value: object) -> bool:
@@ -83,18 +82,21 @@ def check_classes(classes: object) -> list[str]:
     return list(classes)
 
 
-def is_group(path: Path) -> bool:
-    """True where ``path`` holds Zarr v3 group metadata."""
-    return (path / "zarr.json").is_file()
+def read_attrs(path: str | Path, what: str) -> dict[str, Any]:
+    """Open ``path`` (a directory or URL) read-only as a Zarr group; its attributes."""
+    return location.read_attrs(location.locate(path), what)
 
 
-def read_attrs(path: Path, what: str) -> dict[str, Any]:
-    """Open ``path`` read-only as a Zarr group and return its attributes, refusing clearly."""
-    if not path.exists():
-        raise StoreError(f"{what} {path} does not exist; check the path or build it first.")
-    if not is_group(path):
-        raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); expected a {what}.")
-    return dict(zarr.open_group(path, mode="r").attrs)
+def consolidate(path: Path) -> None:
+    """Write consolidated metadata (every array's metadata in the root ``zarr.json``), once.
+
+    Readers then fetch one metadata file instead of one per array (what makes HTTP reads
+    cheap). zarr warns that consolidation is not yet in the v3 spec; it is zarr-python's
+    documented format, also read by xarray.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(path)
 
 
 def sibling(path: Path, suffix: str) -> Path:
@@ -123,15 +125,43 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns:
+        False where the platform or filesystem cannot (then nothing was changed).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def publish_dir(tmp: Path, path: Path, *, overwrite: bool) -> Path:
     """Rename the finished directory ``tmp`` to ``path``; replace an old ``path`` if allowed.
 
-    A directory cannot be renamed over a non-empty one, so an old store is first moved to a
-    sibling name, the new one renamed into place, and the old one then deleted: ``path``
-    never shows a half-written store.
+    An old store is swapped with the new one in one atomic exchange where the filesystem
+    supports it, so ``path`` always shows one complete store; readers that had the old one
+    open notice the swap (see :class:`storage_schema.location.Pin`). Elsewhere the old store
+    is first moved to a sibling name and the new one renamed into place: ``path`` never
+    shows a half-written store, but is briefly absent.
     """
     if path.exists() and not overwrite:
         raise StoreError(f"{path} already exists; pass overwrite=True (--force) to replace it.")
+    if path.exists() and exchange(tmp, path):
+        remove(tmp)  # now the old store
+        logger.info("published %s (atomic exchange)", path)
+        return path
     old = sibling(path, f".old-{os.getpid()}-{uuid.uuid4().hex[:8]}") if path.exists() else None
     if old is not None:
         os.replace(path, old)

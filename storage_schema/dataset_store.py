@@ -1,21 +1,23 @@
 """The prepared dataset store ``data/<name>.zarr``: images, masks, split and the manifest.
 
-Layout (Zarr v3 group, schema ``plc-kd/dataset`` version 1)::
+Layout (Zarr v3 group, schema ``plc-kd/dataset`` version 2)::
 
-    images            (N, H, W, 3) uint8, one image per chunk, zstd
-    masks             (N, H, W)    uint8 class ids, one mask per chunk, zstd
-    split             (N,)         variable-length UTF-8 strings (zarr ``string``), manifest split
+    images            (N, H, W, 3) uint8, dims (image, y, x, channel), one image per chunk,
+                      shards of shard_size images, zstd + crc32c
+    masks             (N, H, W)    uint8 class ids, dims (image, y, x), chunked like images
+    split             (N,)         variable-length UTF-8 strings (zarr ``string``), dims (image,)
     manifest.parquet  the manifest table, rows in store order (a plain file inside the group)
 
-Strings are stored with zarr 3.1's native variable-length ``string`` data type (``vlen-utf8``
-codec); they read back as numpy ``StringDType`` and are converted to ``<U`` arrays here.
+Every chunk carries a crc32c checksum (so does each shard's index); metadata is consolidated
+once at publish. Version 1 (unsharded, no checksums) is refused. Strings are stored with zarr
+3.1's native variable-length ``string`` data type; they read back as ``<U`` arrays here.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,15 @@ import pyarrow.parquet as pq
 import zarr
 
 from storage_schema import _common as c
+from storage_schema import integrity as ig
+from storage_schema import location as loc
 from storage_schema.errors import StoreError
 from storage_schema.manifest import SPLITS, check_manifest_table, manifest_sha256
 
 logger = logging.getLogger(__name__)
 
 DATASET_SCHEMA = "plc-kd/dataset"
-DATASET_SCHEMA_VERSION = 1
+DATASET_SCHEMA_VERSION = 2  # 2: sharded, crc32c on every chunk, dimension_names
 MANIFEST_FILE = "manifest.parquet"
 
 
@@ -67,27 +71,27 @@ def _write_group(
     tmp: Path, images: np.ndarray, masks: np.ndarray, split: list[str], attrs: dict
 ) -> None:
     n, h, w, _ = images.shape
+    s = min(int(attrs["shard_size"]), n)
     group = zarr.open_group(tmp, mode="w")
+    # write_empty_chunks: an all-zero mask is still written, so every shard file exists
+    config = {"write_empty_chunks": True}
     a = group.create_array(
-        "images",
-        shape=images.shape,
-        dtype="uint8",
-        chunks=(1, h, w, 3),
-        compressors=c.zstd(),
-        fill_value=0,
-    )
+        "images", shape=images.shape, dtype="uint8", chunks=(1, h, w, 3), shards=(s, h, w, 3),
+        compressors=ig.codecs(), fill_value=0, dimension_names=("image", "y", "x", "channel"),
+        config=config,
+    )  # fmt: skip
     a[:] = images
     m = group.create_array(
-        "masks",
-        shape=masks.shape,
-        dtype="uint8",
-        chunks=(1, h, w),
-        compressors=c.zstd(),
-        fill_value=0,
-    )
+        "masks", shape=masks.shape, dtype="uint8", chunks=(1, h, w), shards=(s, h, w),
+        compressors=ig.codecs(), fill_value=0, dimension_names=("image", "y", "x"),
+        config=config,
+    )  # fmt: skip
     m[:] = masks
-    s = group.create_array("split", shape=(n,), dtype=str, chunks=(n,), compressors=c.zstd())
-    s[:] = np.asarray(split, dtype=str)
+    sp = group.create_array(
+        "split", shape=(n,), dtype=str, chunks=(n,), compressors=ig.codecs(),
+        dimension_names=("image",),
+    )  # fmt: skip
+    sp[:] = np.asarray(split, dtype=str)
     group.attrs.update(attrs)
 
 
@@ -100,6 +104,7 @@ def write_dataset_store(
     name: str,
     classes: list[str],
     source: dict,
+    shard_size: int = 64,
     overwrite: bool = False,
     created: str | None = None,
 ) -> Path:
@@ -113,6 +118,7 @@ def write_dataset_store(
         name: dataset name.
         classes: class names, index = class id.
         source: JSON-serialisable description of the raw source (reader, root, params).
+        shard_size: images per shard file (the last shard may be short).
         overwrite: replace an existing store at ``path``.
         created: ISO time for ``attrs['created']``; None means now (pass one for byte-identical
             stores).
@@ -137,6 +143,8 @@ def write_dataset_store(
             "match row for row."
         )
     split = table.column("split").to_pylist()
+    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
+        raise StoreError(f"shard_size must be a positive int, got {shard_size!r}.")
     attrs = {
         "schema": DATASET_SCHEMA,
         "schema_version": DATASET_SCHEMA_VERSION,
@@ -145,6 +153,7 @@ def write_dataset_store(
         "classes": cls_list,
         "source": c.check_json(source, "source"),
         "n_images": int(images.shape[0]),
+        "shard_size": shard_size,
         "counts": _split_counts(split),
         "manifest_sha256": manifest_sha256(table),
         "created": c.now_iso(created),
@@ -155,6 +164,7 @@ def write_dataset_store(
     try:
         _write_group(tmp, images, masks, split, attrs)
         pq.write_table(table, tmp / MANIFEST_FILE)
+        c.consolidate(tmp)
         c.publish_dir(tmp, path, overwrite=overwrite)
     except BaseException:
         c.remove(tmp)
@@ -165,9 +175,14 @@ def write_dataset_store(
 
 @dataclass
 class DatasetStore:
-    """An opened, validated dataset store (arrays are lazy ``zarr.Array`` views)."""
+    """An opened, validated dataset store (arrays are lazy ``zarr.Array`` views).
 
-    path: Path
+    Read through :meth:`read_images` and :meth:`read_masks`: a corrupt chunk then raises a
+    StoreError naming the image, and a read after the store was republished is refused. A
+    pickled store (e.g. sent to a DataLoader worker) reopens its own handles on unpickling.
+    """
+
+    path: Path | str
     name: str
     images: zarr.Array
     masks: zarr.Array
@@ -177,10 +192,29 @@ class DatasetStore:
     classes: list[str]
     size: tuple[int, int]
     attrs: dict[str, Any]
+    pin: loc.Pin | None = field(default=None, repr=False, compare=False)
 
     def ids(self) -> list[str]:
         """Image ids in store order."""
         return self.manifest.column("id").to_pylist()
+
+    def read_images(self, index: ig.Index) -> np.ndarray:
+        """uint8 images: ``(H, W, 3)`` for an int index, ``(n, H, W, 3)`` for a slice or array."""
+        return self._read(self.images, "images", index)
+
+    def read_masks(self, index: ig.Index) -> np.ndarray:
+        """uint8 class ids: ``(H, W)`` for an int index, ``(n, H, W)`` for a slice or array."""
+        return self._read(self.masks, "masks", index)
+
+    def _read(self, arr: zarr.Array, key: str, index: ig.Index) -> np.ndarray:
+        out = ig.read_checked(arr, key, index, what=f"dataset store {self.path}", ids=self.ids())
+        if self.pin is not None:
+            self.pin.check()
+        return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        generation = self.pin.generation if self.pin is not None else None
+        return (_reopen, (self.path, self.manifest_sha256, generation))
 
     def indices(self, split: str) -> np.ndarray:
         """int64 indices of the images in ``split``, in store order."""
@@ -196,7 +230,7 @@ class DatasetStore:
 
 
 def _expect_array(
-    group: zarr.Group, key: str, dtype: str, shape: tuple[int, ...], path: Path
+    group: zarr.Group, key: str, dtype: str, shape: tuple[int, ...], path: Path | str
 ) -> zarr.Array:
     if key not in group or not isinstance(group[key], zarr.Array):
         raise StoreError(
@@ -216,7 +250,7 @@ def _expect_array(
     return arr
 
 
-def check_dataset_attrs(attrs: Mapping[str, Any], path: Path) -> None:
+def check_dataset_attrs(attrs: Mapping[str, Any], path: Path | str) -> None:
     """Refuse attrs of another schema or schema version, in one sentence naming ``path``."""
     if attrs.get("schema") != DATASET_SCHEMA:
         raise StoreError(
@@ -227,18 +261,27 @@ def check_dataset_attrs(attrs: Mapping[str, Any], path: Path) -> None:
         raise StoreError(
             f"dataset store {path} has schema version {attrs.get('schema_version')!r} but this "
             "code reads version "
-            f"{DATASET_SCHEMA_VERSION}; rebuild it with `plc prepare --force`."
+            f"{DATASET_SCHEMA_VERSION} (version 2 added sharding and crc32c checksums); "
+            "rebuild it with `plc prepare --force`."
         )
 
 
-def read_manifest(path: Path, expected_sha: str, n: int) -> tuple[pa.Table, str]:
+def read_manifest(where: loc.Location, expected_sha: str, n: int) -> tuple[pa.Table, str]:
     """Read the store's manifest and check its row count and hash against the attrs."""
-    file = path / MANIFEST_FILE
-    if not file.is_file():
+    file = where.join(MANIFEST_FILE)
+    try:
+        data = where.read_bytes(MANIFEST_FILE)
+    except FileNotFoundError:
         raise StoreError(
-            f"dataset store {path} has no {MANIFEST_FILE}; rebuild it with `plc prepare --force`."
-        )
-    table = check_manifest_table(pq.read_table(file), f"{file}")
+            f"dataset store {where} has no {MANIFEST_FILE}; rebuild it with `plc prepare --force`."
+        ) from None
+    try:
+        raw = pq.read_table(pa.BufferReader(data))
+    except (OSError, pa.ArrowException) as err:
+        raise StoreError(
+            f"{file} cannot be read ({err}); rebuild it with `plc prepare --force`."
+        ) from None
+    table = check_manifest_table(raw, file)
     if table.num_rows != n:
         raise StoreError(
             f"{file} has {table.num_rows} rows but the store holds {n} images; rebuild it with "
@@ -248,38 +291,59 @@ def read_manifest(path: Path, expected_sha: str, n: int) -> tuple[pa.Table, str]
     if sha != expected_sha:
         raise StoreError(
             f"{file} hashes to {sha[:12]} but the store records {str(expected_sha)[:12]}; the "
-            "manifest was changed "
-            "after writing, rebuild with `plc prepare --force`."
+            "manifest was changed after writing, rebuild with `plc prepare --force`."
         )
     return table, sha
 
 
-def open_dataset_store(path: str | Path) -> DatasetStore:
-    """Open and validate a dataset store.
-
-    Raises:
-        StoreError: one sentence naming ``path`` for a missing store, another schema or
-            version, a missing or mis-shaped array, or a missing or changed manifest.
-    """
-    path = Path(path)
-    attrs = c.read_attrs(path, "dataset store")
-    check_dataset_attrs(attrs, path)
-    group = zarr.open_group(path, mode="r")
+def _open(where: loc.Location) -> DatasetStore:
+    attrs = loc.read_attrs(where, "dataset store")
+    shown = where.local if where.local is not None else str(where)
+    check_dataset_attrs(attrs, shown)
+    group = where.open_group()
     n = int(attrs["n_images"])
     h, w = (int(v) for v in attrs["size"])
-    images = _expect_array(group, "images", "uint8", (n, h, w, 3), path)
-    masks = _expect_array(group, "masks", "uint8", (n, h, w), path)
-    split = np.asarray(_expect_array(group, "split", "str", (n,), path)[:].tolist(), dtype=str)
-    table, sha = read_manifest(path, attrs["manifest_sha256"], n)
+    images = _expect_array(group, "images", "uint8", (n, h, w, 3), shown)
+    masks = _expect_array(group, "masks", "uint8", (n, h, w), shown)
+    table, sha = read_manifest(where, attrs["manifest_sha256"], n)
+    split_arr = _expect_array(group, "split", "str", (n,), shown)
+    ids = table.column("id").to_pylist()
+    split = ig.read_checked(split_arr, "split", slice(None), what=f"dataset store {where}", ids=ids)
     return DatasetStore(
-        path=path,
+        path=shown,
         name=attrs["name"],
         images=images,
         masks=masks,
-        split=split,
+        split=np.asarray(split.tolist(), dtype=str),
         manifest=table,
         manifest_sha256=sha,
         classes=list(attrs["classes"]),
         size=(h, w),
         attrs=attrs,
     )
+
+
+def open_dataset_store(path: str | Path) -> DatasetStore:
+    """Open and validate a dataset store: a local directory or a read-only fsspec URL.
+
+    Raises:
+        StoreError: one sentence naming ``path`` for a missing store, another schema or
+            version, a missing or mis-shaped array, or a missing or changed manifest.
+    """
+    where = loc.locate(path)
+    store, pin = loc.open_consistent(where, "dataset store", lambda: _open(where))
+    store.pin = pin
+    return store
+
+
+def _reopen(path: Path | str, manifest_sha: str, generation: loc.Generation) -> DatasetStore:
+    """Unpickling: open the same store again (own handles), refusing a republished one."""
+    store = open_dataset_store(path)
+    if store.manifest_sha256 != manifest_sha or (
+        generation is not None and store.pin is not None and store.pin.generation != generation
+    ):
+        raise StoreError(
+            f"dataset store {path} was replaced (republished) since it was first opened; "
+            "rerun the command to read the new store."
+        )
+    return store

@@ -13,11 +13,13 @@ import zarr
 from storage_schema import _common as c
 from storage_schema.encoding import decode_logprobs
 from storage_schema.errors import StoreError
+from storage_schema.integrity import Index, read_checked
+from storage_schema.location import Generation, Location, Pin, locate, open_consistent, read_attrs
 
 logger = logging.getLogger(__name__)
 
 LABEL_SCHEMA = "plc-kd/labels"
-LABEL_SCHEMA_VERSION = 1
+LABEL_SCHEMA_VERSION = 2  # 2: crc32c on every chunk, dimension_names, consolidated
 VARIANTS: tuple[str, ...] = (
     "teacher",
     "teacher_sc",
@@ -27,10 +29,8 @@ VARIANTS: tuple[str, ...] = (
     "plc",
 )
 
-Index = int | np.integer | slice | np.ndarray | list
 
-
-def check_label_attrs(attrs: Mapping[str, Any], path: Path) -> None:
+def check_label_attrs(attrs: Mapping[str, Any], path: Path | str) -> None:
     """Refuse attrs of another schema or schema version, in one sentence naming ``path``."""
     if attrs.get("schema") != LABEL_SCHEMA:
         raise StoreError(
@@ -41,11 +41,14 @@ def check_label_attrs(attrs: Mapping[str, Any], path: Path) -> None:
         raise StoreError(
             f"label store {path} has schema version {attrs.get('schema_version')!r} but this "
             "code reads version "
-            f"{LABEL_SCHEMA_VERSION}; rerun `plc precompute --force`."
+            f"{LABEL_SCHEMA_VERSION} (version 2 added crc32c checksums); rerun `plc precompute "
+            "--force`."
         )
 
 
-def label_arrays(group: zarr.Group, attrs: Mapping[str, Any], path: Path) -> dict[str, zarr.Array]:
+def label_arrays(
+    group: zarr.Group, attrs: Mapping[str, Any], path: Path | str
+) -> dict[str, zarr.Array]:
     """The store's arrays by key (``ids``, ``done``, ``soft/<v>``, ``stats/<s>``), shape-checked."""
     n = int(attrs["n_images"])
     chw = (len(attrs["classes"]), *(int(v) for v in attrs["size"]))
@@ -69,13 +72,24 @@ def label_arrays(group: zarr.Group, attrs: Mapping[str, Any], path: Path) -> dic
 
 
 class LabelStore:
-    """An opened, validated, complete label store; reads are lazy per image."""
+    """An opened, validated, complete label store; reads are lazy per image.
 
-    def __init__(self, path: Path, group: zarr.Group, attrs: dict[str, Any]) -> None:
+    Every read checks the chunks' crc32c (a corrupt one raises a StoreError naming the
+    store, the array and the image) and that the store was not republished since it was
+    opened. A pickled store (e.g. sent to a DataLoader worker) reopens its own handles.
+    """
+
+    def __init__(
+        self, path: Path | str, group: zarr.Group, attrs: dict[str, Any], pin: Pin | None = None
+    ) -> None:
         self.path = path
         self.attrs = attrs
+        self.pin = pin
         self._arrays = label_arrays(group, attrs, path)
-        self.ids: list[str] = self._arrays["ids"][:].tolist()
+        self._what = f"label store {path}"
+        n = int(attrs["n_images"])
+        ids = read_checked(self._arrays["ids"], "ids", slice(None), what=self._what, ids=[])
+        self.ids: list[str] = ids.tolist() if len(ids) == n else [f"#{i}" for i in range(n)]
         self.variants: tuple[str, ...] = tuple(attrs["variants"])
         self.classes: list[str] = list(attrs["classes"])
         self.size: tuple[int, int] = (int(attrs["size"][0]), int(attrs["size"][1]))
@@ -83,6 +97,16 @@ class LabelStore:
         self.manifest_sha256: str = attrs["manifest_sha256"]
         self.dataset_name: str = attrs["dataset_name"]
         self._index = {image_id: i for i, image_id in enumerate(self.ids)}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        generation = self.pin.generation if self.pin is not None else None
+        return (_reopen, (self.path, self.manifest_sha256, generation))
+
+    def _checked(self, key: str, index: Index) -> np.ndarray:
+        out = read_checked(self._arrays[key], key, index, what=self._what, ids=self.ids)
+        if self.pin is not None:
+            self.pin.check()
+        return out
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,24 +130,15 @@ class LabelStore:
         return self._arrays[f"soft/{variant}"]
 
     def read_codes(self, variant: str, index: Index) -> np.ndarray:
-        """int8 codes: ``(C, H, W)`` for an int index, ``(n, C, H, W)`` for a slice or array."""
-        arr = self._soft(variant)
-        if isinstance(index, int | np.integer | slice):
-            return np.asarray(arr[index])
-        idx = np.asarray(index)
-        if idx.dtype == bool:
-            if idx.shape != (len(self),):
-                raise IndexError(f"a boolean index must have shape ({len(self)},), got {idx.shape}")
-            idx = np.flatnonzero(idx)
-        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-            raise IndexError(
-                f"index must be an int, a slice or a 1-D int array, got {idx.dtype} {idx.shape}"
-            )
-        if idx.size == 0:
-            return np.empty((0, *arr.shape[1:]), dtype=np.int8)
-        if idx.min() < -len(self) or idx.max() >= len(self):
-            raise IndexError(f"index out of range for a label store of {len(self)} images")
-        return np.asarray(arr.oindex[np.where(idx < 0, idx + len(self), idx)])
+        """int8 codes: ``(C, H, W)`` for an int index, ``(n, C, H, W)`` for a slice or array.
+
+        Raises:
+            StoreError: an unknown variant, a corrupt chunk (naming the image ids), or a store
+                republished since it was opened.
+            IndexError: an out-of-range or malformed index.
+        """
+        self._soft(variant)
+        return self._checked(f"soft/{variant}", index)
 
     def read(self, variant: str, index: Index) -> np.ndarray:
         """Decoded float32 log-probabilities, shaped like :meth:`read_codes`."""
@@ -140,38 +155,57 @@ class LabelStore:
             raise StoreError(
                 f"statistic {name!r} is not in label store {self.path}; choose one of: {choices}."
             )
-        return np.asarray(self._arrays[f"stats/{name}"][:], dtype=np.float64)
+        return np.asarray(self._checked(f"stats/{name}", slice(None)), dtype=np.float64)
+
+
+def _open(where: Location, manifest_sha256: str | None) -> LabelStore:
+    shown = where.local if where.local is not None else str(where)
+    if where.local is not None:
+        tmp = c.writing_path(where.local)
+        if not where.local.exists() and tmp.exists():
+            raise StoreError(
+                f"label store {shown} was not finished (status 'writing', found {tmp}); "
+                "rerun `plc precompute` (--resume continues it)."
+            )
+    attrs = read_attrs(where, "label store")
+    check_label_attrs(attrs, shown)
+    if attrs.get("status") != "complete":
+        raise StoreError(
+            f"label store {shown} was not finished (status {attrs.get('status')!r}); rerun `plc "
+            "precompute`."
+        )
+    stored = str(attrs.get("manifest_sha256"))
+    if manifest_sha256 is not None and stored != manifest_sha256:
+        raise StoreError(
+            f"label store {shown} was built for manifest {stored[:12]} but the dataset has "
+            f"{manifest_sha256[:12]}; rerun `plc precompute` for this dataset."
+        )
+    return LabelStore(shown, where.open_group(), attrs)
 
 
 def open_label_store(path: str | Path, *, manifest_sha256: str | None = None) -> LabelStore:
-    """Open and validate a published label store.
+    """Open and validate a published label store: a local directory or a read-only URL.
 
     Args:
-        path: the store directory.
+        path: the store directory, or an ``http(s)://`` (any fsspec) URL.
         manifest_sha256: the dataset manifest's hash; the store must have been built for it.
 
     Raises:
         StoreError: one sentence naming the path and the mismatch, for a missing path, another
             schema or version, an unfinished store or another manifest.
     """
-    path = Path(path)
-    tmp = c.writing_path(path)
-    if not path.exists() and tmp.exists():
+    where = locate(path)
+    store, pin = open_consistent(where, "label store", lambda: _open(where, manifest_sha256))
+    store.pin = pin
+    return store
+
+
+def _reopen(path: Path | str, manifest_sha: str, generation: Generation) -> LabelStore:
+    """Unpickling: open the same store again (own handles), refusing a republished one."""
+    store = open_label_store(path, manifest_sha256=manifest_sha)
+    if generation is not None and store.pin is not None and store.pin.generation != generation:
         raise StoreError(
-            f"label store {path} was not finished (status 'writing', found {tmp}); "
-            "rerun `plc precompute` (--resume continues it)."
+            f"label store {path} was replaced (republished) since it was first opened; "
+            "rerun the command to read the new store."
         )
-    attrs = c.read_attrs(path, "label store")
-    check_label_attrs(attrs, path)
-    if attrs.get("status") != "complete":
-        raise StoreError(
-            f"label store {path} was not finished (status {attrs.get('status')!r}); rerun `plc "
-            "precompute`."
-        )
-    stored = str(attrs.get("manifest_sha256"))
-    if manifest_sha256 is not None and stored != manifest_sha256:
-        raise StoreError(
-            f"label store {path} was built for manifest {stored[:12]} but the dataset has "
-            f"{manifest_sha256[:12]}; rerun `plc precompute` for this dataset."
-        )
-    return LabelStore(path, zarr.open_group(path, mode="r"), attrs)
+    return store

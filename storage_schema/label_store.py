@@ -1,12 +1,16 @@
 """The soft-label store ``labels/<name>.zarr``: creation and shard-wise writing.
 
-Layout (Zarr v3 group, schema ``plc-kd/labels`` version 1)::
+Layout (Zarr v3 group, schema ``plc-kd/labels`` version 2)::
 
     ids              (N,)          variable-length UTF-8 strings, manifest order
     done             (N,)          bool, chunks of shard_size: a shard's flags are its own chunk
     soft/<variant>   (N, C, H, W)  int8 log-prob codes (see encoding.py), chunks (1, C, H, W),
                                    shards (shard_size, C, H, W), zstd
     stats/<name>     (N,)          float64, NaN until written, chunks of shard_size
+
+Every chunk carries a crc32c checksum (inside a shard: each chunk, and the shard index);
+every array has ``dimension_names`` (``image``, ``class``, ``y``, ``x``), so xarray reads
+the groups; metadata is consolidated once, at publish.
 
 A shard is the unit of writing: each writer task owns whole shards, so several processes can
 write different shards at once (every file they touch is their own). The store is written at
@@ -25,6 +29,7 @@ import numpy as np
 import zarr
 
 from storage_schema import _common as c
+from storage_schema import integrity as ig
 from storage_schema.encoding import LOGP_SCALE
 from storage_schema.errors import StoreError
 from storage_schema.label_reader import (
@@ -98,23 +103,25 @@ def _build_attrs(ids: list[str], spec: Mapping[str, Any], created: str | None) -
 def _create_arrays(group: zarr.Group, ids: list[str], attrs: Mapping[str, Any]) -> None:
     n, s = len(ids), attrs["shard_size"]
     chw = (len(attrs["classes"]), *attrs["size"])
-    arr = group.create_array("ids", shape=(n,), dtype=str, chunks=(n,), compressors=c.zstd())
+    image = ("image",)
+    arr = group.create_array(
+        "ids", shape=(n,), dtype=str, chunks=(n,), compressors=ig.codecs(), dimension_names=image
+    )
     arr[:] = np.asarray(ids, dtype=str)
-    group.create_array("done", shape=(n,), dtype="bool", chunks=(s,), fill_value=False)
+    group.create_array(
+        "done", shape=(n,), dtype="bool", chunks=(s,), fill_value=False,
+        compressors=ig.codecs(compress=False), dimension_names=image,
+    )  # fmt: skip
     for v in attrs["variants"]:
         group.create_array(
-            f"soft/{v}",
-            shape=(n, *chw),
-            dtype="int8",
-            chunks=(1, *chw),
-            shards=(s, *chw),
-            compressors=c.zstd(),
-            fill_value=0,
-        )
+            f"soft/{v}", shape=(n, *chw), dtype="int8", chunks=(1, *chw), shards=(s, *chw),
+            compressors=ig.codecs(), fill_value=0, dimension_names=("image", "class", "y", "x"),
+        )  # fmt: skip
     for name in attrs["stat_names"]:
         group.create_array(
-            f"stats/{name}", shape=(n,), dtype="float64", chunks=(s,), fill_value=np.nan
-        )
+            f"stats/{name}", shape=(n,), dtype="float64", chunks=(s,), fill_value=np.nan,
+            compressors=ig.codecs(compress=False), dimension_names=image,
+        )  # fmt: skip
 
 
 _RESUME_KEYS = (

@@ -183,4 +183,5 @@ class LabelStoreWriter:
             )
         self._group.attrs["status"] = "complete"
         self.attrs["status"] = "complete"
+        c.consolidate(self.tmp_path)  # once, after the last write
         return c.publish_dir(self.tmp_path, self.path, overwrite=self.overwrite)

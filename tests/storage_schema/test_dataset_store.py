@@ -48,7 +48,11 @@ def test_attrs_and_layout(tmp_path: Path, make_dataset) -> None:
     assert a["created"] == CREATED and a["package"] == "plc-kd"
     assert a["manifest_sha256"] == store.manifest_sha256
     assert store.images.chunks == (1, H, W, 3) and store.masks.chunks == (1, H, W)
-    assert type(store.images.compressors[0]).__name__ == "ZstdCodec"
+    assert store.images.shards == (N, H, W, 3) and store.masks.shards == (N, H, W)  # N < 64
+    names = [type(x).__name__ for x in store.images.compressors]
+    assert names == ["ZstdCodec", "Crc32cCodec"]
+    assert store.images.metadata.dimension_names == ("image", "y", "x", "channel")
+    assert store.masks.metadata.dimension_names == ("image", "y", "x")
 
 
 def test_created_defaults_to_now(tmp_path: Path, make_dataset) -> None:
@@ -119,12 +123,12 @@ def test_input_validation(tmp_path: Path, make_dataset, arrays, records) -> None
 
 def test_wrong_schema_version_refused(tmp_path: Path, make_dataset) -> None:
     path = make_dataset(tmp_path / "toy.zarr")
-    zarr.open_group(path, mode="r+").attrs["schema_version"] = 2
+    zarr.open_group(path, mode="r+").attrs["schema_version"] = 1
     with pytest.raises(StoreError) as info:
         open_dataset_store(path)
     assert str(info.value) == (
-        f"dataset store {path} has schema version 2 but this code reads version 1; "
-        "rebuild it with `plc prepare --force`."
+        f"dataset store {path} has schema version 1 but this code reads version 2 (version 2 "
+        "added sharding and crc32c checksums); rebuild it with `plc prepare --force`."
     )
 
 

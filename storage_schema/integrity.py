@@ -1,0 +1,158 @@
+"""Checked reads: every chunk carries a crc32c checksum, and a read that fails names the image.
+
+zarr verifies each chunk's crc32c (and, in sharded arrays, the shard index's) as it decodes.
+A failed read is narrowed down here to the images whose chunks fail, and reported in one
+sentence naming the store, the array and the image ids. Used by the readers (distill,
+evaluate, inspect, any DataLoader worker) and by ``plc verify``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.codecs
+
+from storage_schema.errors import StoreError
+
+Index = int | np.integer | slice | np.ndarray | list
+_MAX_NAMED = 50  # ids named in one message before "(+n more)"
+
+
+def codecs(compress: bool = True) -> list[Any]:
+    """The bytes-to-bytes codec chain of every store array: zstd (optional), then crc32c."""
+    chain: list[Any] = [zarr.codecs.ZstdCodec(level=3)] if compress else []
+    return [*chain, zarr.codecs.Crc32cCodec()]
+
+
+def has_checksum(arr: zarr.Array) -> bool:
+    """True when every chunk of ``arr`` (and its shard index, if sharded) carries a crc32c."""
+
+    def crc(chain: Sequence[Any]) -> bool:
+        return any(isinstance(x, zarr.codecs.Crc32cCodec) for x in chain)
+
+    chain = list(arr.metadata.codecs)
+    shard = next((x for x in chain if isinstance(x, zarr.codecs.ShardingCodec)), None)
+    if shard is None:
+        return crc(chain)
+    return crc(shard.codecs) and crc(shard.index_codecs)
+
+
+def positions(index: Index, n: int) -> tuple[Any, np.ndarray]:
+    """(zarr selection, int64 image positions) for an int, a slice, or a 1-D int/bool array.
+
+    Raises:
+        IndexError: for a position out of range or an index of another kind.
+    """
+    if isinstance(index, int | np.integer):
+        i = int(index) + n if index < 0 else int(index)
+        if not 0 <= i < n:
+            raise IndexError(f"image index {int(index)} out of range for {n} images")
+        return i, np.array([i], dtype=np.int64)
+    if isinstance(index, slice):
+        return index, np.arange(n, dtype=np.int64)[index]
+    idx = np.asarray(index)
+    if idx.dtype == bool:
+        if idx.shape != (n,):
+            raise IndexError(f"a boolean index must have shape ({n},), got {idx.shape}")
+        idx = np.flatnonzero(idx)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise IndexError(
+            f"index must be an int, a slice or a 1-D int array, got {idx.dtype} {idx.shape}"
+        )
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"index out of range for {n} images")
+    idx = np.where(idx < 0, idx + n, idx)
+    return idx, idx
+
+
+def reason(err: BaseException) -> str:
+    """A short cause for a failed chunk read."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if "checksum" in text.lower():
+        return "crc32c checksum mismatch (corrupt chunk or shard index)"
+    return f"{type(err).__name__}: {text}"[:200]
+
+
+def name_ids(ids: Sequence[str], bad: Sequence[int]) -> str:
+    """``'a', 'b', ... (+n more)`` for the images at positions ``bad``."""
+    names = [repr(ids[i]) if 0 <= i < len(ids) else f"#{i}" for i in bad[:_MAX_NAMED]]
+    more = f" (+{len(bad) - _MAX_NAMED} more)" if len(bad) > _MAX_NAMED else ""
+    return ", ".join(names) + more
+
+
+def _read(arr: zarr.Array, sel: Any) -> np.ndarray:
+    if isinstance(sel, np.ndarray):
+        return np.asarray(arr.oindex[sel]) if sel.size else np.empty((0, *arr.shape[1:]), arr.dtype)
+    return np.asarray(arr[sel])
+
+
+def failing(arr: zarr.Array, pos: np.ndarray) -> dict[int, str]:
+    """Read the images at ``pos`` one by one: position -> reason for each that fails."""
+    bad: dict[int, str] = {}
+    for i in pos.tolist():
+        try:
+            np.asarray(arr[i])
+        except (IndexError, TypeError):
+            raise
+        except Exception as err:
+            bad[i] = reason(err)
+    return bad
+
+
+def corrupt_error(what: str, key: str, ids: Sequence[str], bad: dict[int, str]) -> StoreError:
+    """One sentence naming the store, the array, the images and the reason."""
+    first = next(iter(bad.values()))
+    return StoreError(
+        f"{what}: array '{key}' cannot be read at image(s) {name_ids(ids, sorted(bad))}: {first}; "
+        "restore the store (e.g. `dvc checkout` or a fresh copy) or rebuild it, and check it "
+        "with `plc verify`."
+    )
+
+
+def read_checked(
+    arr: zarr.Array, key: str, index: Index, *, what: str, ids: Sequence[str]
+) -> np.ndarray:
+    """``arr[index]`` along the image axis; a chunk that fails its check raises StoreError.
+
+    Args:
+        arr: an array whose first axis is the image axis.
+        key: the array's name in the store (for the message).
+        index: an int (one image), a slice, or a 1-D int or bool array.
+        what: the store, e.g. ``"label store labels/x.zarr"``.
+        ids: image ids in store order (for the message).
+
+    Raises:
+        StoreError: naming ``what``, ``key`` and the failing image ids.
+        IndexError: for an out-of-range or malformed index.
+    """
+    sel, pos = positions(index, int(arr.shape[0]))
+    try:
+        return _read(arr, sel)
+    except (IndexError, TypeError):
+        raise
+    except Exception as err:
+        bad = failing(arr, pos) or {int(p): reason(err) for p in pos}
+        raise corrupt_error(what, key, ids, bad) from None
+
+
+def scan(arr: zarr.Array, bad: dict[int, str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Read all of ``arr`` shard by shard: ``(positions, data)`` of the images that read.
+
+    Images whose chunks fail are left out of ``data`` and recorded in ``bad`` with a reason.
+    """
+    n = int(arr.shape[0])
+    step = int((arr.shards or arr.chunks)[0])
+    for a in range(0, n, step):
+        pos = np.arange(a, min(a + step, n), dtype=np.int64)
+        try:
+            data = np.asarray(arr[a : pos[-1] + 1])
+        except Exception as err:
+            found = failing(arr, pos) or {int(p): reason(err) for p in pos}
+            bad.update(found)
+            pos = np.array([p for p in pos.tolist() if p not in found], dtype=np.int64)
+            data = _read(arr, pos)
+        yield pos, data
