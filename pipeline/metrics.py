@@ -73,6 +73,21 @@ def dice_iou(
     Returns:
         dice (B,) and iou (B,), float64.
     """
+    dice, iou = dice_iou_per_class(pred, target, num_classes, empty)
+    return dice.nanmean(dim=1), iou.nanmean(dim=1)
+
+
+def dice_iou_per_class(
+    pred: Tensor, target: Tensor, num_classes: int, empty: EmptyRule = "one"
+) -> tuple[Tensor, Tensor]:
+    """Per-image Dice and IoU of each foreground class 1..K−1 (same rules as :func:`dice_iou`).
+
+    With ``empty="one"`` no value is NaN, so the mean over images of column c is class c's
+    Dice and the mean of those per-class means equals the mean of :func:`dice_iou`.
+
+    Returns:
+        dice (B, K−1) and iou (B, K−1), float64; column c − 1 is class c.
+    """
     _check_masks(pred, target, num_classes, empty)
     inter, n_pred, n_true = _counts(pred, target, num_classes)
     union = n_pred + n_true - inter
@@ -82,7 +97,7 @@ def dice_iou(
     if empty == "nan":
         dice = torch.where(n_true > 0, dice, math.nan)
         iou = torch.where(n_true > 0, iou, math.nan)
-    return dice.nanmean(dim=1), iou.nanmean(dim=1)
+    return dice, iou
 
 
 def mean_std(values: Sequence[float] | Tensor) -> tuple[float, float]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import DiceMetric, MeanIoU
 
-from pipeline.metrics import dice_iou, mean_std
+from pipeline.metrics import dice_iou, dice_iou_per_class, mean_std
 
 
 def _onehot(mask: torch.Tensor, k: int) -> torch.Tensor:
@@ -90,6 +90,20 @@ def test_three_class_hand_case_averages_foreground_classes() -> None:
     gt2, pred2 = torch.tensor([[[1, 1, 0, 0]]]), torch.tensor([[[1, 0, 0, 0]]])
     assert dice_iou(pred2, gt2, 3)[0].item() == pytest.approx((2 / 3 + 1.0) / 2)
     assert dice_iou(pred2, gt2, 3, empty="nan")[0].item() == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(("seed", "k", "empty"), [(5, 3, "one"), (6, 4, "one"), (7, 3, "nan")])
+def test_per_class_matches_monai_per_channel(seed: int, k: int, empty: str) -> None:
+    pred, target = _random_masks(seed, k)
+    dice, iou = dice_iou_per_class(pred, target, k, empty=empty)  # type: ignore[arg-type]
+    assert dice.shape == (6, k - 1) and iou.shape == (6, k - 1)
+    for ours, kind in ((dice, DiceMetric), (iou, MeanIoU)):
+        metric = kind(include_background=False, reduction="none", ignore_empty=empty == "nan")
+        expected = metric(y_pred=_onehot(pred, k), y=_onehot(target, k)).double()  # (B, K-1)
+        torch.testing.assert_close(ours, expected, equal_nan=True)
+    if empty == "one":  # the per-class means average to the overall mean
+        overall = dice_iou(pred, target, k)[0].mean()
+        assert dice.mean(0).mean().item() == pytest.approx(overall.item())
 
 
 def test_dice_iou_errors() -> None:
