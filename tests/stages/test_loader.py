@@ -1,0 +1,195 @@
+"""The student DataLoader: reads equal direct store reads, workers change nothing, pairing holds."""
+
+from __future__ import annotations
+
+import pickle
+import pickletools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from loader_stores import make_stores
+
+from pipeline.augment import AugmentConfig
+from stages.data import epoch_batches
+from stages.loader import (
+    RawBatch,
+    StoreBatches,
+    StoreSource,
+    StudentStream,
+    decode_codes,
+    make_loader,
+)
+from storage_schema import (
+    LabelStore,
+    StoreError,
+    decode_logprobs,
+    open_dataset_store,
+    open_label_store,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_stores(tmp_path_factory.mktemp("loader"))
+
+
+def source(stores: tuple[Path, Path], variant: str | None = "plc") -> StoreSource:
+    data, labels = stores
+    store = open_dataset_store(data)
+    return StoreSource(
+        data=str(data),
+        indices=store.indices("train"),
+        labels=None if variant is None else str(labels),
+        variant=variant,
+        manifest_sha256=store.manifest_sha256,
+    )
+
+
+def plan(n: int, batch_size: int = 4, seed: int = 0):
+    return lambda epoch: list(epoch_batches(n, batch_size, epoch, seed, drop_last=True))
+
+
+def stream(
+    stores, variant: str | None, *, workers: int = 0, seed: int = 0, augment: bool = True
+) -> StudentStream:
+    src = source(stores, variant)
+    loader = make_loader(
+        src, plan(len(src.indices), seed=seed), num_workers=workers, pin_memory=False
+    )
+    return StudentStream(loader, CPU, seed, AugmentConfig() if augment else None)
+
+
+def test_a_batch_equals_direct_reads_in_sampler_order(stores) -> None:
+    src = source(stores)
+    data, labels = open_dataset_store(src.data), open_label_store(src.labels)
+    for positions in ([7, 2, 2, 9, 0], [3, 4, 5, 6], [8]):  # shuffled + repeat, contiguous, one
+        raw = StoreBatches(src)[np.array(positions)]
+        rows = src.indices[positions]
+        assert torch.equal(raw.positions, torch.tensor(positions))
+        assert np.array_equal(raw.images.numpy(), data.images.oindex[rows])
+        assert np.array_equal(raw.masks.numpy(), data.masks.oindex[rows])
+        assert np.array_equal(raw.codes.numpy(), labels.read_codes("plc", np.array(positions)))
+        assert raw.images.dtype == torch.uint8 and raw.codes.dtype == torch.int8
+
+
+def test_without_labels_no_codes_are_read(stores) -> None:
+    raw = StoreBatches(source(stores, None))[np.array([1, 0])]
+    assert raw.codes is None and raw.images.shape[0] == 2
+
+
+def test_reads_are_one_batch_at_a_time_never_the_whole_variant(stores, monkeypatch) -> None:
+    calls: list[int] = []
+    real = LabelStore.read_codes
+
+    def spy(self, variant, index):
+        calls.append(len(np.atleast_1d(np.arange(10)[index])))
+        return real(self, variant, index)
+
+    monkeypatch.setattr(LabelStore, "read_codes", spy)
+    s = stream(stores, "plc")
+    n_batches = sum(1 for _ in s(0))
+    assert len(calls) == n_batches == 2 and max(calls) <= 4  # batch 4 of 10 images
+
+
+def test_the_dataset_pickles_without_zarr_handles(stores) -> None:
+    ds = StoreBatches(source(stores))
+    ds[np.array([0, 1])]  # opens handles in this process
+    assert ds._stores is not None
+    blob = pickle.dumps(ds)
+    classes = [arg for op, arg, _ in pickletools.genops(blob) if op.name == "SHORT_BINUNICODE"]
+    assert "stages.loader" in classes
+    assert not any(str(c).startswith(("zarr", "storage_schema")) for c in classes)
+    assert pickle.loads(blob)[np.array([1])].images.shape[0] == 1
+
+
+def test_decode_on_the_device_matches_storage_schema(stores) -> None:
+    codes = open_label_store(stores[1]).read_codes("teacher", slice(0, 3))
+    ours = decode_codes(torch.from_numpy(codes))
+    torch.testing.assert_close(ours, torch.from_numpy(decode_logprobs(codes)), atol=1e-6, rtol=0)
+
+
+def _epochs(s: StudentStream, epochs: int = 2) -> list[tuple[torch.Tensor, ...]]:
+    return [batch for e in range(epochs) for batch in s(e)]
+
+
+def test_workers_change_nothing(stores) -> None:
+    in_process = _epochs(stream(stores, "plc", workers=0))
+    with_workers = _epochs(stream(stores, "plc", workers=2))
+    assert len(in_process) == len(with_workers) == 4
+    for a, b in zip(in_process, with_workers, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x, y)
+
+
+@pytest.mark.slow
+def test_spawned_workers_open_their_own_handles(stores) -> None:
+    src = source(stores)
+    loader = make_loader(src, plan(len(src.indices)), num_workers=1, pin_memory=False)
+    loader.multiprocessing_context = "spawn"  # the dataset is pickled, not forked
+    raws = list(loader)
+    direct = StoreBatches(src)
+    for raw in raws:
+        assert torch.equal(raw.codes, direct[raw.positions.numpy()].codes)
+
+
+def test_paired_design_same_seed_same_order_and_draws_for_every_variant(stores) -> None:
+    runs = {v: _epochs(stream(stores, v, seed=3)) for v in (None, "teacher", "plc")}
+    for batches in zip(*runs.values(), strict=True):
+        first = batches[0]
+        for other in batches[1:]:
+            assert torch.equal(other[0], first[0]) and torch.equal(other[1], first[1])
+    other_seed = _epochs(stream(stores, "plc", seed=4))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(runs["plc"], other_seed, strict=True))
+    epoch0, epoch1 = runs["plc"][:2], runs["plc"][2:]
+    assert not torch.equal(epoch0[0][0], epoch1[0][0])  # epochs differ
+
+
+def test_augmented_plc_labels_are_all_correct(stores) -> None:
+    strong = AugmentConfig(scale_crop=(0.5, 1.0), rotate_deg=30.0)
+    src = source(stores, "plc")
+    loader = make_loader(src, plan(len(src.indices), 5), num_workers=0, pin_memory=False)
+    s = StudentStream(loader, CPU, 0, strong)
+    pixels = 0
+    for _images, masks, logp in _epochs(s, 3):
+        assert torch.equal(logp.argmax(1), masks)  # 100 % of pixels
+        torch.testing.assert_close(logp.exp().sum(1), torch.ones_like(masks, dtype=torch.float))
+        pixels += masks.numel()
+    assert pixels == 3 * 10 * 32 * 32
+
+
+def test_unaugmented_batches_are_the_decoded_store(stores) -> None:
+    src = source(stores, "teacher")
+    (images, masks, logp), *_ = stream(stores, "teacher", augment=False)(0)
+    order = next(iter(plan(len(src.indices))(0))).numpy()
+    data, labels = open_dataset_store(src.data), open_label_store(src.labels)
+    rows = src.indices[order]
+    expected = torch.from_numpy(data.images.oindex[rows]).permute(0, 3, 1, 2).float() / 255
+    torch.testing.assert_close(images, expected, atol=0, rtol=0)
+    assert torch.equal(masks, torch.from_numpy(data.masks.oindex[rows]).long())
+    torch.testing.assert_close(
+        logp, torch.from_numpy(labels.read("teacher", order)), atol=1e-6, rtol=0
+    )
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_store_error_in_a_worker_reaches_the_caller_as_its_sentence(
+    stores, monkeypatch, workers: int
+) -> None:
+    sentence = "label store labels.zarr array 'soft/plc' image 'img005': chunk checksum mismatch."
+
+    def corrupt(self, variant, index):
+        raise StoreError(sentence)
+
+    monkeypatch.setattr(LabelStore, "read_codes", corrupt)  # forked workers inherit it
+    with pytest.raises(StoreError) as info:
+        _epochs(stream(stores, "plc", workers=workers), 1)
+    assert str(info.value) == sentence
+
+
+def test_raw_batches_are_named_tuples_that_pin(stores) -> None:
+    raw = StoreBatches(source(stores))[np.array([0])]
+    assert isinstance(raw, RawBatch) and raw._fields == ("positions", "images", "masks", "codes")
