@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from stages.common import checkpoint_is_current, config_dict, stable_history
+from stages.configs import DistillConfig
 from stages.data import SplitData, epoch_batches, load_split, open_labels_with_data
 
 logger = logging.getLogger(__name__)
@@ -25,53 +25,6 @@ VARIANT_CHOICES = (
     "teacher_fa_ba",
     "none",
 )
-LOSSES = ("kd", "cwd")
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Options of ``plc distill``. ``variant='none'`` is the no-KD baseline."""
-
-    labels: Path
-    out: Path
-    data: Path | None = None
-    variant: str = "plc"
-    loss: str = "kd"
-    student: str = "unet"
-    lam: float = 1.0
-    tau: float = 1.0
-    seed: int = 0
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 1e-3
-    augment: bool = True
-    live: bool = False
-    force: bool = False
-    progress: bool = True
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        from pipeline.models.registry import MODELS
-
-        if self.variant not in VARIANT_CHOICES:
-            raise ValueError(
-                f"--variant must be one of {', '.join(VARIANT_CHOICES)}, got '{self.variant}'."
-            )
-        if self.loss not in LOSSES:
-            raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got '{self.loss}'.")
-        if self.student not in MODELS:
-            raise ValueError(f"--student must be one of {', '.join(MODELS)}, got '{self.student}'.")
-        if self.lam < 0 or self.tau <= 0:
-            raise ValueError(f"--lambda must be >= 0 and --tau > 0, got {self.lam} and {self.tau}.")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
-                )
-        if self.live and self.variant == "none":
-            raise ValueError(
-                "--live needs a --variant other than 'none' (the baseline uses no labels)."
-            )
 
 
 class StoredLabels:

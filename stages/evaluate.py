@@ -5,32 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from stages.common import config_dict
+from stages.configs import EvaluateConfig
 from stages.data import SplitData, epoch_batches, load_split, open_store
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """Options of ``plc evaluate``."""
-
-    checkpoint: Path
-    data: Path
-    split: str = "test"
-    out: Path | None = None
-    batch_size: int = 16
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}.")
 
 
 @torch.inference_mode()

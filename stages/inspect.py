@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from stages.configs import InspectConfig
 
 logger = logging.getLogger(__name__)
 
@@ -18,15 +19,6 @@ TITLES = {
     "teacher_fa_ba": "Y^B (+TA_b)",
     "plc": "Y^U (PLC)",
 }
-
-
-@dataclass(frozen=True)
-class InspectConfig:
-    labels: Path
-    image: str
-    out: Path
-    data: Path | None = None
-    tile: int = 192
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:

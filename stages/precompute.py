@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,66 +23,10 @@ import torch
 
 from stages import paths, shard
 from stages.common import config_dict
+from stages.configs import PrecomputeConfig
 from stages.shard import SC_BASES, ShardJob, ShardOutcome, stat_names
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PrecomputeConfig:
-    """Options of ``plc precompute``; every path defaults from ``dataset``."""
-
-    dataset: str
-    data: Path | None = None
-    teacher: Path | None = None
-    assistant_fp: Path | None = None
-    assistant_bd: Path | None = None
-    out: Path | None = None
-    batch_size: int = 16
-    shard_size: int = 64
-    search_backend: str = "auto"
-    sc_smoothing: float = 0.1
-    bank_per_class: int = 64
-    seed: int = 0
-    workers: int = 0
-    scheduler: str | None = None
-    cache_mb: int = 4096
-    force: bool = False
-    progress: bool = True
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        from pipeline.search import BACKENDS
-
-        for name in ("batch_size", "shard_size", "bank_per_class"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
-                )
-        if self.search_backend not in BACKENDS:
-            raise ValueError(
-                f"--search-backend must be one of {', '.join(BACKENDS)}, got '{self.search_backend}'."
-            )
-        if not 0.0 <= self.sc_smoothing < 0.5:
-            raise ValueError(f"--sc-smoothing must be in [0, 0.5), got {self.sc_smoothing}.")
-        if self.cache_mb < 0:
-            raise ValueError(f"--cache-mb must be >= 0, got {self.cache_mb}.")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}.")
-
-    def inputs(self) -> dict[str, Path]:
-        """The four input artifacts with their conventional defaults."""
-        ds = self.dataset
-        return {
-            "data": self.data or paths.data_path(ds),
-            "teacher": self.teacher or paths.teacher_path(ds),
-            "assistant_fp": self.assistant_fp or paths.assistant_path(ds, "false-pixel"),
-            "assistant_bd": self.assistant_bd or paths.assistant_path(ds, "boundary"),
-        }
-
-    @property
-    def out_path(self) -> Path:
-        return self.out or paths.labels_path(self.dataset)
 
 
 def _commands(ds: str) -> dict[str, str]:

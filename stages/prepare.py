@@ -10,18 +10,16 @@ config is a no-op (the config hash is stored in the store's ``source``).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.synthetic import generate_dataset
+from stages.configs import PrepareConfig
 from stages.progress import track
 from stages.readers import (
     LAYOUTS,
@@ -38,95 +36,8 @@ from storage_schema import StoreError, build_manifest, open_dataset_store, write
 
 logger = logging.getLogger(__name__)
 
-_STORE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")  # storage_schema's rule for a store name
 _MAX_WORKERS = 8
 Prepared = tuple[np.ndarray, np.ndarray, list[dict], int]  # images, masks, records, n official
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """What `prepare` builds.
-
-    Attributes:
-        dataset: layout name, one of ``stages.readers.LAYOUTS``.
-        out: the store to write, e.g. ``data/kvasir.zarr`` (its stem is the dataset name).
-        root: the raw dataset folder (required except for ``synthetic``, which does not
-            read it: dvc.yaml passes one placeholder root for every layout).
-        size: side of the stored square images, a multiple of 16 in 32..2048.
-        split: train fraction of the seeded split (layouts without an official split).
-        seed: seed of the seeded split (and of the synthetic generator).
-        count: number of synthetic images (``synthetic`` only).
-        include_negatives: also store the no-lesion images (``folder`` layout).
-        overwrite: replace an existing ``out``.
-        progress: show a progress bar while reading files.
-    """
-
-    dataset: str
-    out: Path
-    root: Path | None = None
-    size: int = 224
-    split: float = 0.8
-    seed: int = 0
-    count: int = 200
-    include_negatives: bool = False
-    overwrite: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
-        if self.root is not None:
-            object.__setattr__(self, "root", Path(self.root))
-        if self.dataset not in LAYOUTS:
-            raise ValueError(
-                f"--dataset must be one of {', '.join(LAYOUTS)}, got {self.dataset!r}."
-            )
-        _check_numbers(self)
-        _check_paths(self, LAYOUTS[self.dataset])
-
-    def identity(self) -> dict:
-        """The fields that decide the store's content (not where it goes or how it is run)."""
-        reads_root = self.root is not None and LAYOUTS[self.dataset].needs_root
-        return {
-            "dataset": self.dataset,
-            "root": str(self.root.resolve()) if reads_root else None,  # type: ignore[union-attr]
-            "size": self.size,
-            "split": self.split,
-            "seed": self.seed,
-            "count": self.count if self.dataset == "synthetic" else None,
-            "include_negatives": self.include_negatives,
-        }
-
-    def digest(self) -> str:
-        """SHA-256 (hex) of :meth:`identity`: equal digests give equal stores."""
-        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _check_numbers(cfg: PrepareConfig) -> None:
-    if isinstance(cfg.size, bool) or not isinstance(cfg.size, int):
-        raise ValueError(f"--size must be an integer, got {cfg.size!r}.")
-    if not 32 <= cfg.size <= 2048 or cfg.size % 16:
-        raise ValueError(f"--size must be a multiple of 16 between 32 and 2048, got {cfg.size}.")
-    if not 0.0 < cfg.split < 1.0:
-        raise ValueError(f"--split (the train fraction) must be in (0, 1), got {cfg.split}.")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {cfg.seed!r}.")
-    if isinstance(cfg.count, bool) or not isinstance(cfg.count, int) or cfg.count < 2:
-        raise ValueError(f"--count (synthetic images) must be an integer >= 2, got {cfg.count!r}.")
-
-
-def _check_paths(cfg: PrepareConfig, layout: Layout) -> None:
-    if not _STORE_NAME.match(cfg.out.stem):
-        raise ValueError(
-            f"--out's name {cfg.out.stem!r} must use only letters, digits, '_', '.' or '-'."
-        )
-    if layout.needs_root and cfg.root is None:
-        raise ValueError(f"--root is required for dataset '{cfg.dataset}': pass its raw folder.")
-    if layout.needs_root and not cfg.root.is_dir():  # type: ignore[union-attr]
-        raise ValueError(f"--root {cfg.root} does not exist or is not a folder.")
-    if cfg.include_negatives and layout.negatives is None:
-        allowed = ", ".join(name for name, lay in LAYOUTS.items() if lay.negatives)
-        raise ValueError(f"--include-negatives is only supported by dataset(s): {allowed}.")
 
 
 def run(cfg: PrepareConfig) -> Path:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.metrics import mean_std
+from stages.configs import ReportConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ _T95 = (
     2.045,
     2.042,
 )
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    runs: Path
-    out: Path
-    labels: Path | None = None
-    teacher_metrics: Path | None = None
 
 
 def load_runs(runs: Path) -> list[dict]:

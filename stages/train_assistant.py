@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -20,71 +19,12 @@ from stages.common import (
     stable_history,
     train_segmenter,
 )
+from stages.configs import AssistantConfig
 from stages.data import SplitData, epoch_batches, load_split, open_store
 
 logger = logging.getLogger(__name__)
 
 Kind = Literal["false-pixel", "boundary"]
-KINDS: tuple[str, ...] = ("false-pixel", "boundary")
-
-
-@dataclass(frozen=True)
-class AssistantConfig:
-    """Options of ``plc train-assistant``. The assistant has the teacher's architecture."""
-
-    dataset: str
-    kind: str
-    data: Path | None = None
-    teacher: Path | None = None
-    out: Path | None = None
-    model: str | None = None  # None: the teacher's architecture (paper: same as T)
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 1e-3
-    seed: int = 0
-    augment: bool = True
-    fig_queue_len: int = 65536
-    fig_pixels_per_image: int = 256
-    fig_real_fraction: float = 0.0
-    fig_fill_passes: int = 5
-    bt_delta: int = 5
-    bt_rho: float = 1.0
-    force: bool = False
-    progress: bool = True
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got '{self.kind}'.")
-        for name in (
-            "epochs",
-            "batch_size",
-            "fig_queue_len",
-            "fig_pixels_per_image",
-            "fig_fill_passes",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
-                )
-        if not 0.0 <= self.fig_real_fraction < 1.0:
-            raise ValueError(
-                f"--fig-real-fraction must be in [0, 1), got {self.fig_real_fraction}."
-            )
-        if self.bt_delta < 1 or not 0.0 < self.bt_rho <= 1.0:
-            raise ValueError("--bt-delta must be >= 1 and --bt-rho in (0, 1].")
-
-    @property
-    def data_path(self) -> Path:
-        return self.data or paths.data_path(self.dataset)
-
-    @property
-    def teacher_path(self) -> Path:
-        return self.teacher or paths.teacher_path(self.dataset)
-
-    @property
-    def out_path(self) -> Path:
-        return self.out or paths.assistant_path(self.dataset, self.kind)
 
 
 def _boundary_transform(cfg: AssistantConfig, size: int, num_classes: int):

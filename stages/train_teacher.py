@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-from stages import paths
 from stages.common import (
     augmentation,
     checkpoint_is_current,
@@ -15,48 +13,10 @@ from stages.common import (
     stable_history,
     train_segmenter,
 )
+from stages.configs import TeacherConfig
 from stages.data import load_split, open_store
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    """Options of ``plc train-teacher``; ``data``/``out`` default from ``dataset``."""
-
-    dataset: str
-    data: Path | None = None
-    out: Path | None = None
-    model: str = "transunet"
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 1e-3
-    seed: int = 0
-    augment: bool = True
-    force: bool = False
-    progress: bool = True
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        from pipeline.models.registry import MODELS
-
-        if self.model not in MODELS:
-            raise ValueError(f"--model must be one of {', '.join(MODELS)}, got '{self.model}'.")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
-                )
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}.")
-
-    @property
-    def data_path(self) -> Path:
-        return self.data or paths.data_path(self.dataset)
-
-    @property
-    def out_path(self) -> Path:
-        return self.out or paths.teacher_path(self.dataset)
 
 
 def run(cfg: TeacherConfig) -> Path:

@@ -1,0 +1,308 @@
+"""The configs of the ``plc`` stages: every CLI option is declared here, once.
+
+Each field is an :func:`~stages.options.option` (type, default, help, checks); ``stages.cli``
+builds the commands from these classes, the stage modules run them, DVC passes values from
+``params.yaml``. Cross-field checks are each config's ``problems()``. Nothing here imports
+torch or zarr (``plc --help`` imports this module).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages import paths
+from stages.options import StageConfig, option
+
+_STORE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")  # storage_schema's rule for a store name
+KINDS: tuple[str, ...] = ("false-pixel", "boundary")
+LOSSES: tuple[str, ...] = ("kd", "cwd")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def _layouts() -> list[str]:
+    from stages.readers import LAYOUTS
+
+    return list(LAYOUTS)
+
+
+def _models() -> list[str]:
+    from pipeline.models.registry import MODELS
+
+    return list(MODELS)
+
+
+def _search_backends() -> list[str]:
+    from pipeline.search import BACKENDS
+
+    return list(BACKENDS)
+
+
+def _variant_choices() -> list[str]:
+    from stages.distill import VARIANT_CHOICES
+
+    return list(VARIANT_CHOICES)
+
+
+def _progress() -> bool:
+    return option(True, help="Show progress bars (--no-progress hides them).", runtime=True)
+
+
+def _force() -> bool:
+    return option(False, help="Rebuild even if the output is up to date.", runtime=True)
+
+
+def _device() -> str:
+    return option("auto", help="auto, cpu, cuda or cuda:N.", runtime=True)
+
+
+def _seed() -> int:
+    return option(0, help="Random seed.", ge=0, lt=2**32)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+@dataclass(frozen=True)
+class PrepareConfig(StageConfig):
+    """What ``plc prepare`` builds (see the README's "Datasets" for each layout)."""
+
+    dataset: str = option(help="Layout of the raw dataset.", choices=_layouts)
+    out: Path | None = option(None, help="Store path (default data/<dataset>.zarr).")
+    root: Path | None = option(None, help="Root folder of the raw dataset.")
+    size: int = option(224, help="Side of the square images, a multiple of 16.", ge=32, le=2048)
+    split: float = option(0.8, help="Train fraction where the layout has no split.", gt=0, lt=1)
+    seed: int = _seed()
+    count: int = option(200, help="Number of images (synthetic only).", ge=2)
+    include_negatives: bool = option(False, help="Add images without lesions.")
+    overwrite: bool = option(False, help="Replace an existing store.", runtime=True)
+    progress: bool = _progress()
+
+    def __post_init__(self) -> None:
+        if self.out is None:
+            object.__setattr__(self, "out", paths.data_path(self.dataset))
+        super().__post_init__()
+
+    def problems(self) -> list[str]:
+        from stages.readers import LAYOUTS
+
+        layout = LAYOUTS[self.dataset]
+        out: list[str] = []
+        if self.size % 16:
+            out.append(f"--size must be a multiple of 16 between 32 and 2048, got {self.size}.")
+        if not _STORE_NAME.match(self.out.stem):  # type: ignore[union-attr]
+            out.append(
+                f"--out's name {self.out.stem!r} must use only letters, digits, '_', '.' or '-'."  # type: ignore[union-attr]
+            )
+        if layout.needs_root and self.root is None:
+            out.append(f"--root is required for dataset '{self.dataset}': pass its raw folder.")
+        elif layout.needs_root and not self.root.is_dir():  # type: ignore[union-attr]
+            out.append(f"--root {self.root} does not exist or is not a folder.")
+        if self.include_negatives and layout.negatives is None:
+            allowed = ", ".join(name for name, lay in LAYOUTS.items() if lay.negatives)
+            out.append(f"--include-negatives is only supported by dataset(s): {allowed}.")
+        return out
+
+    def identity(self) -> dict:
+        """The fields that decide the store's content (not where it goes or how it is run)."""
+        from stages.readers import LAYOUTS
+
+        reads_root = self.root is not None and LAYOUTS[self.dataset].needs_root
+        return {
+            "dataset": self.dataset,
+            "root": str(self.root.resolve()) if reads_root else None,  # type: ignore[union-attr]
+            "size": self.size,
+            "split": self.split,
+            "seed": self.seed,
+            "count": self.count if self.dataset == "synthetic" else None,
+            "include_negatives": self.include_negatives,
+        }
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of :meth:`identity`: equal digests give equal stores."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions(StageConfig):
+    """The options every training stage shares (teacher, assistants, students)."""
+
+    epochs: int = option(50, help="Training epochs.", ge=1)
+    batch_size: int = option(8, help="Images per optimizer step.", ge=1)
+    lr: float = option(1e-3, help="Peak learning rate.", gt=0)
+    seed: int = _seed()
+    augment: bool = option(True, help="Geometric + photometric augmentation.")
+    device: str = _device()
+    force: bool = _force()
+    progress: bool = _progress()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeacherConfig(TrainOptions):
+    """Options of ``plc train-teacher``; ``data``/``out`` default from ``dataset``."""
+
+    dataset: str = option(help="Dataset name (data/<name>.zarr).")
+    data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
+    out: Path | None = option(None, help="Checkpoint (default models/<dataset>/teacher.pt).")
+    model: str = option("transunet", help="Registry name (see `plc models`).", choices=_models)
+
+    @property
+    def data_path(self) -> Path:
+        return self.data or paths.data_path(self.dataset)
+
+    @property
+    def out_path(self) -> Path:
+        return self.out or paths.teacher_path(self.dataset)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssistantConfig(TrainOptions):
+    """Options of ``plc train-assistant``. The assistant has the teacher's architecture."""
+
+    dataset: str = option(help="Dataset name (data/<name>.zarr).")
+    kind: str = option(help="false-pixel (FIG images) or boundary (BT images).", choices=KINDS)
+    data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
+    teacher: Path | None = option(
+        None, help="Teacher checkpoint (default models/<dataset>/teacher.pt)."
+    )
+    out: Path | None = option(
+        None, help="Checkpoint (default models/<dataset>/assistant_fp.pt or assistant_bd.pt)."
+    )
+    model: str | None = option(  # None: the teacher's architecture (paper: same as T)
+        None, help="Registry name; default: the teacher's.", choices=_models
+    )
+    fig_queue_len: int = option(65536, help="FIG queue length M = N.", ge=1)
+    fig_pixels_per_image: int = option(256, help="FIG pixels pushed per image (k).", ge=1)
+    fig_real_fraction: float = option(0.0, help="Share of real images in FIG batches.", ge=0, lt=1)
+    fig_fill_passes: int = option(5, help="Max passes to fill the FIG queues.", ge=1)
+    bt_delta: int = option(5, help="BT band width δ in pixels at 224².", ge=1)
+    bt_rho: float = option(1.0, help="BT swap ratio ρ.", gt=0, le=1)
+
+    @property
+    def data_path(self) -> Path:
+        return self.data or paths.data_path(self.dataset)
+
+    @property
+    def teacher_path(self) -> Path:
+        return self.teacher or paths.teacher_path(self.dataset)
+
+    @property
+    def out_path(self) -> Path:
+        return self.out or paths.assistant_path(self.dataset, self.kind)
+
+
+# --------------------------------------------------------------------------- precompute
+
+
+@dataclass(frozen=True)
+class PrecomputeConfig(StageConfig):
+    """Options of ``plc precompute``; every path defaults from ``dataset``."""
+
+    dataset: str = option(help="Dataset name (data/<name>.zarr).")
+    data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
+    teacher: Path | None = option(None, help="Teacher checkpoint.")
+    assistant_fp: Path | None = option(None, help="False-pixel assistant checkpoint.")
+    assistant_bd: Path | None = option(None, help="Boundary assistant checkpoint.")
+    out: Path | None = option(None, help="Label store (default labels/<dataset>.zarr).")
+    batch_size: int = option(16, help="Images per team forward.", ge=1)
+    shard_size: int = option(64, help="Images per shard (the unit of writing).", ge=1)
+    search_backend: str = option(
+        "auto", help="SC nearest-neighbour search.", choices=_search_backends
+    )
+    sc_smoothing: float = option(0.1, help="ε of the last-resort smoothed one-hot.", ge=0, lt=0.5)
+    bank_per_class: int = option(64, help="Correct pixels per image and class in the bank.", ge=1)
+    seed: int = _seed()
+    workers: int = option(0, help="Dask LocalCluster workers (0: in-process).", ge=0, runtime=True)
+    scheduler: str | None = option(
+        None, help="Dask scheduler address tcp://host:port.", runtime=True
+    )
+    cache_mb: int = option(
+        4096, help="Memory for pass-1 outputs kept for deferred shards (MB).", ge=0, runtime=True
+    )
+    device: str = _device()
+    force: bool = _force()
+    progress: bool = _progress()
+
+    def inputs(self) -> dict[str, Path]:
+        """The four input artifacts with their conventional defaults."""
+        ds = self.dataset
+        return {
+            "data": self.data or paths.data_path(ds),
+            "teacher": self.teacher or paths.teacher_path(ds),
+            "assistant_fp": self.assistant_fp or paths.assistant_path(ds, "false-pixel"),
+            "assistant_bd": self.assistant_bd or paths.assistant_path(ds, "boundary"),
+        }
+
+    @property
+    def out_path(self) -> Path:
+        return self.out or paths.labels_path(self.dataset)
+
+
+# --------------------------------------------------------------------------- students
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig(TrainOptions):
+    """Options of ``plc distill``. ``variant='none'`` is the no-KD baseline."""
+
+    labels: Path = option(help="Label store (labels/<dataset>.zarr).")
+    out: Path = option(help="Run folder (runs/<exp>).")
+    data: Path | None = option(None, help="Dataset store; default from the label store.")
+    variant: str = option(
+        "plc",
+        help="Label variant to distill ('none': the student alone).",
+        choices=_variant_choices,
+    )
+    loss: str = option("kd", help="Response loss.", choices=LOSSES)
+    student: str = option("unet", help="Registry name (see `plc models`).", choices=_models)
+    lam: float = option(1.0, help="Weight λ of the KD term.", flag="--lambda", ge=0)
+    tau: float = option(1.0, help="Temperature τ.", gt=0)
+    live: bool = option(False, help="Compute labels with the team every step.")
+
+    def problems(self) -> list[str]:
+        if self.live and self.variant == "none":
+            return ["--live needs a --variant other than 'none' (the baseline uses no labels)."]
+        return []
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(StageConfig):
+    """Options of ``plc evaluate``."""
+
+    checkpoint: Path = option(help="Any plc-kd checkpoint.")
+    data: Path = option(help="Dataset store.")
+    split: str = option("test", help="Split to evaluate.", choices=SPLITS)
+    out: Path | None = option(None, help="Metrics JSON path (default beside the checkpoint).")
+    batch_size: int = option(16, help="Images per forward.", ge=1)
+    device: str = _device()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+@dataclass(frozen=True)
+class ReportConfig(StageConfig):
+    """Options of ``plc report``."""
+
+    runs: Path = option(help="Folder of runs (each with metrics.json).")
+    out: Path = option(help="Markdown report path.")
+    labels: Path | None = option(None, help="Label store for label-quality rows.")
+    teacher_metrics: Path | None = option(None, help="Teacher metrics JSON.")
+
+
+@dataclass(frozen=True)
+class InspectConfig(StageConfig):
+    """Options of ``plc inspect``."""
+
+    labels: Path = option(help="Label store.", argument=True)
+    image: str = option(help="Image id (or its index in the store).")
+    out: Path = option(help="PNG path.")
+    data: Path | None = option(None, help="Dataset store; default from the label store.")
+    tile: int = option(192, help="Side of each panel tile in pixels.", ge=32, le=1024)
