@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,16 +81,30 @@ class Listing:
 def image_files(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
     """Map file stem → path for the image files directly in ``folder``.
 
-    Hidden files and files of other types (``.txt``, ``Thumbs.db``) are skipped; two image
-    files with the same stem are a problem (which one is meant is ambiguous).
+    Hidden files, folders and files of other types (``.txt``, ``Thumbs.db``) are skipped;
+    two image files with the same stem are a problem (which one is meant is ambiguous), and
+    so is an image name that is no regular file (a broken symlink, a symlink loop, a FIFO
+    or a device: reading one would fail or never end). A folder that cannot be listed is
+    one problem.
     """
     found: dict[str, Path] = {}
     problems: list[Problem] = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        return found, [Problem(folder, f"cannot list folder ({err.strerror or err})")]
+    for path in entries:
+        if path.name.startswith("."):
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             logger.debug("skipping %s: not an image file", path)
+            continue
+        kind, reason = entry_kind(path)
+        if kind == "dir":
+            logger.debug("skipping %s: a folder", path)
+            continue
+        if reason is not None:
+            problems.append(Problem(path, reason))
             continue
         if path.stem in found:
             problems.append(
@@ -98,10 +115,35 @@ def image_files(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
     return found, problems
 
 
+def entry_kind(path: Path) -> tuple[Literal["file", "dir", "other"], str | None]:
+    """What ``path`` is once symlinks are followed, and why it cannot be read (or None).
+
+    Returns:
+        ``("file", None)`` for a regular file, ``("dir", None)`` for a folder, else
+        ``("other", reason)``: a symlink loop, a broken symlink, a FIFO, socket or device.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "other", "symlink loop; point the link at a real file or remove it"
+        if path.is_symlink():
+            return "other", f"broken symlink (its target {os.readlink(path)} does not exist)"
+        return "other", f"cannot be inspected ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return "file", None
+    if stat.S_ISDIR(mode):
+        return "dir", None
+    return "other", "not a regular file (a FIFO, socket or device); replace it with a file"
+
+
 def require_dir(path: Path, what: str) -> Problem | None:
-    """A problem naming ``path`` unless it is a directory."""
-    if path.is_dir():
+    """A problem naming ``path`` unless it is a directory (saying why, for a bad symlink)."""
+    kind, reason = entry_kind(path)
+    if kind == "dir":
         return None
+    if kind == "other" and path.is_symlink():
+        return Problem(path, f"{what} folder is a {reason}")
     return Problem(path, f"missing {what} folder")
 
 
@@ -136,7 +178,7 @@ def pair_folders(
     images, problems = image_files(images_dir)
     masks, mask_problems = image_files(masks_dir)
     listing.problems += problems + mask_problems
-    if not images:
+    if not images and not problems:
         listing.problems.append(Problem(images_dir, "no image files (" + _suffixes() + ")"))
     expected = {mask_stem(stem): stem for stem in images}
     for stem, path in images.items():

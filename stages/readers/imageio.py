@@ -4,7 +4,10 @@ OpenCV decodes first (``IMREAD_UNCHANGED``, so bit depth, alpha and palette-free
 survive); Pillow is the fallback for what OpenCV cannot read and the reader of palette
 masks (whose values are the palette indices, not the colours). Truncated files are caught
 even where a decoder would return a partial image: a JPEG must end with its end-of-image
-marker and a PNG with its ``IEND`` chunk, or Pillow must load it completely.
+marker and a PNG with its ``IEND`` chunk, or Pillow must load it completely. Before any
+decoder runs, the header's declared size and channel count are checked
+(:mod:`stages.readers.headers`): a file declaring more than ``MAX_PIXELS`` is refused
+without being decoded.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from stages.readers.headers import MAX_CHANNELS, check_declared
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +88,16 @@ def decode(data: bytes, *, palette_indices: bool = False) -> tuple[np.ndarray, b
         ReadError: naming why the bytes are not a usable image.
     """
     check_complete(data)
+    try:
+        check_declared(data)
+    except ValueError as err:
+        raise ReadError(str(err)) from None
     if palette_indices and _is_palette_png(data):
         return _decode_pillow(data, palette_indices=True), False
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # OpenCV asserts on some malformed headers; Pillow gets its turn
+        array = None
     if array is not None and array.size > 0:
         return array, True
     return _decode_pillow(data, palette_indices=palette_indices), False
@@ -108,6 +120,8 @@ def _decode_pillow(data: bytes, *, palette_indices: bool) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ReadError(f"unreadable or corrupt image file ({err})") from err
+    except (Image.DecompressionBombError, MemoryError) as err:
+        raise ReadError(f"too large to decode ({err or 'out of memory'})") from err
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
@@ -116,18 +130,23 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
         return array
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ReadError(f"{_non_finite(array)}; expected 8/16-bit integers or floats in [0, 1]")
     if array.dtype.kind in "ui" and array.min() >= 0 and array.max() <= 65535:
         return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if (
-        array.dtype.kind == "f"
-        and np.isfinite(array).all()
-        and 0 <= array.min() <= array.max() <= 1
-    ):
+    if array.dtype.kind == "f" and 0 <= array.min() <= array.max() <= 1:
         return np.round(array * 255).astype(np.uint8)
     raise ReadError(
         f"unsupported pixel type {array.dtype} with values {array.min()}..{array.max()} "
         "(expected 8/16-bit integers or floats in [0, 1])"
     )
+
+
+def _non_finite(array: np.ndarray) -> str:
+    """``"float32 pixel values not finite (12 NaN, 3 infinite)"`` for a float array."""
+    nan = int(np.isnan(array).sum())
+    inf = int(np.isinf(array).sum())
+    return f"{array.dtype} pixel values not finite ({nan} NaN, {inf} infinite)"
 
 
 def to_rgb(array: np.ndarray, is_bgr: bool) -> np.ndarray:
@@ -161,6 +180,12 @@ def to_binary_mask(array: np.ndarray) -> np.ndarray:
     """
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
+    if array.ndim == 3 and not 1 <= array.shape[2] <= MAX_CHANNELS:
+        raise ReadError(f"mask has {array.shape[2]} channels; expected 1 to {MAX_CHANNELS}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ReadError(f"mask {_non_finite(array)}; expected values near 0 and near 1 or 255")
+    if array.size and array.min() < 0:
+        raise ReadError(f"mask has negative values (min {array.min():g}); expected 0/1 or 0/255")
     if array.ndim == 3:
         planes = [array[..., c] for c in range(3 if array.shape[2] >= 3 else 1)]  # drop alpha
         array = functools.reduce(np.maximum, planes)  # (H, W, C) -> (H, W), fast for C = 3

@@ -70,7 +70,7 @@ def _pair_dirs(
         lambda stem: f"{masks_dir / stem}.*", id_prefix=id_prefix,
     )  # fmt: skip
     listing.problems[:0] = problems + mask_problems
-    if not images:
+    if not images and not problems:  # a folder that cannot be listed is already a problem
         listing.problems.append(
             Problem(images_dir, f"no image files ({', '.join(IMAGE_SUFFIXES)})")
         )
@@ -96,7 +96,7 @@ def list_folder_negatives(root: Path, naming: Naming) -> Listing:
         )
         pairs = [RawPair(NEGATIVE_PREFIX + key, path, None) for key, path in keys.items()]
         listing = Listing(root, pairs, problems + key_problems)
-        if not images:
+        if not images and not problems:
             listing.problems.append(Problem(images_dir, "no image files"))
     listing.pairs = [dataclasses.replace(p, negative=True) for p in listing.pairs]
     return listing
