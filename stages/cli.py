@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -104,7 +103,9 @@ command(
 
 
 @app.command()
-def verify(path: Annotated[Path, typer.Argument(help="A dataset or label store.")]) -> None:
+def verify(
+    path: Annotated[str, typer.Argument(help="A dataset or label store: a path or a URL.")],
+) -> None:
     """Validate a dataset store or a label store and print a summary."""
     from storage_schema import StoreError, format_summary, verify_store
 

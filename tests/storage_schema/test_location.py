@@ -1,0 +1,130 @@
+"""Remote stores: open, verify and read a store over loopback HTTP and any fsspec URL."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from http_helpers import QuietHandler, serve
+from label_helpers import IDS, VARS, soft_maps, write_all
+
+from storage_schema import StoreError, open_dataset_store, open_label_store, verify_store
+from storage_schema.location import is_url, locate
+
+
+@pytest.fixture
+def stores(tmp_path: Path, make_dataset) -> Path:
+    """``tmp_path/site`` holding ``d.zarr`` (dataset) and ``l.zarr`` (labels)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    make_dataset(site / "d.zarr", shard_size=2)
+    write_all(site / "l.zarr", soft_maps())
+    return site
+
+
+def test_locate() -> None:
+    assert is_url("http://h/x.zarr") and is_url("s3://b/x") and not is_url("file:///x")
+    assert not is_url("labels/x.zarr") and not is_url(Path("http:/x"))  # type: ignore[arg-type]
+    assert locate("file:///tmp/x.zarr").local == Path("/tmp/x.zarr")
+    assert locate("https://h/x.zarr/").url == "https://h/x.zarr"
+    assert (
+        locate("https://h/x.zarr").join("manifest.parquet") == "https://h/x.zarr/manifest.parquet"
+    )
+    with pytest.raises(StoreError, match="non-empty path or URL"):
+        locate("")
+
+
+def test_http_open_read_verify(stores: Path, arrays) -> None:
+    images, masks = arrays
+    local = open_label_store(stores / "l.zarr")
+    with serve(stores) as base:
+        data = open_dataset_store(f"{base}/d.zarr")
+        assert (
+            data.path == f"{base}/d.zarr"
+            and data.ids() == open_dataset_store(stores / "d.zarr").ids()
+        )
+        np.testing.assert_array_equal(data.read_images(slice(None)), images)
+        np.testing.assert_array_equal(data.read_masks(np.array([3, 1])), masks[[3, 1]])
+        labels = open_label_store(f"{base}/l.zarr", manifest_sha256=local.manifest_sha256)
+        assert labels.ids == IDS
+        for v in VARS:
+            assert (
+                labels.read_codes(v, slice(None)).tobytes()
+                == local.read_codes(v, slice(None)).tobytes()
+            )
+        np.testing.assert_array_equal(labels.stat("dice"), local.stat("dice"))
+        for name in ("d.zarr", "l.zarr"):
+            summary = verify_store(f"{base}/{name}")
+            assert summary["path"] == f"{base}/{name}" and "bytes" not in summary
+
+
+def test_http_corrupt_chunk_named(stores: Path) -> None:
+    file = next(
+        f for f in (stores / "l.zarr" / "soft" / "plc" / "c" / "0").rglob("*") if f.is_file()
+    )
+    data = bytearray(file.read_bytes())
+    data[1] ^= 0x10  # inside chunk 0 of shard 0: image 0
+    file.write_bytes(bytes(data))
+    with serve(stores) as base:
+        with pytest.raises(StoreError, match=r"array 'soft/plc': 1 image\(s\) unreadable .*'img0'"):
+            verify_store(f"{base}/l.zarr")
+        with pytest.raises(
+            StoreError, match=r"array 'soft/plc' cannot be read at image\(s\) 'img0'"
+        ):
+            open_label_store(f"{base}/l.zarr").read_codes("plc", 0)
+
+
+def test_server_ignoring_ranges_is_caught_not_read(stores: Path) -> None:
+    """A server that answers a range request with the whole file: checksums refuse it."""
+    with serve(stores, QuietHandler) as base:
+        labels = open_label_store(f"{base}/l.zarr")
+        with pytest.raises(
+            StoreError, match=r"array 'soft/plc' cannot be read at image\(s\) 'img0'"
+        ):
+            labels.read_codes("plc", 0)
+
+
+def test_missing_and_unreachable_urls(stores: Path) -> None:
+    with serve(stores) as base:
+        with pytest.raises(StoreError, match=rf"label store {base}/nope.zarr was not found"):
+            open_label_store(f"{base}/nope.zarr")
+        with pytest.raises(StoreError, match=rf"{base}/d.zarr is not a plc-kd label store"):
+            open_label_store(f"{base}/d.zarr")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StoreError, match=rf"cannot open store http://127.0.0.1:{port}/l.zarr: "):
+        verify_store(f"http://127.0.0.1:{port}/l.zarr")
+
+
+def test_verify_cli_with_url(stores: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    with serve(stores) as base:
+        result = CliRunner().invoke(app, ["verify", f"{base}/l.zarr"])
+    assert result.exit_code == 0, result.output
+    assert f"label store {base}/l.zarr: OK" in result.output
+
+
+def test_any_fsspec_url(stores: Path) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.put(str(stores / "l.zarr"), "/plc-test/l.zarr", recursive=True)
+    fs.put(str(stores / "d.zarr"), "/plc-test/d.zarr", recursive=True)
+    try:
+        labels = open_label_store("memory://plc-test/l.zarr")
+        local = open_label_store(stores / "l.zarr")
+        assert labels.read_codes("teacher", 2).tobytes() == local.read_codes("teacher", 2).tobytes()
+        assert verify_store("memory://plc-test/d.zarr")["kind"] == "dataset"
+        assert open_dataset_store("file://" + str(stores / "d.zarr")).path == stores / "d.zarr"
+    finally:
+        fs.rm("/plc-test", recursive=True)
+    shutil.rmtree(stores / "d.zarr")
+    with pytest.raises(StoreError, match=r"dataset store .*d.zarr does not exist"):
+        open_dataset_store("file://" + str(stores / "d.zarr"))
