@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stages.outputs import OutputError
 from stages.paths import MissingInputError
 from stages.readers import DatasetError
 from storage_schema import StoreError
@@ -13,4 +14,5 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     MissingInputError,
     StoreError,
     DatasetError,
+    OutputError,
 )

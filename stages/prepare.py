@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.synthetic import generate_dataset
 from stages.configs import PrepareConfig
+from stages.outputs import check_writable, unwritable
 from stages.progress import track
 from stages.readers import (
     LAYOUTS,
@@ -50,9 +51,12 @@ def run(cfg: PrepareConfig) -> Path:
         DatasetError: listing every bad file or folder (nothing is written).
         FileExistsError: ``out`` exists with another config (or is no store) and
             ``overwrite`` is False.
+        OutputError: ``out`` cannot be written (a full disk, a read-only mount, a file
+            where a folder should be); no store is published and a previous one is kept.
     """
     if _up_to_date(cfg):
         return cfg.out
+    check_writable(cfg.out)  # before minutes of reading files
     layout = LAYOUTS[cfg.dataset]
     logger.info("preparing %s at %d² into %s", cfg.dataset, cfg.size, cfg.out)
     prepared = _from_files(cfg, layout) if layout.needs_root else _synthetic(cfg)
@@ -64,16 +68,20 @@ def run(cfg: PrepareConfig) -> Path:
         "config_sha256": cfg.digest(),
         "split": _split_source(cfg, records, n_official),
     }
-    path = write_dataset_store(
-        cfg.out,
-        images=images,
-        masks=masks,
-        manifest=build_manifest(records),
-        name=cfg.out.stem,
-        classes=list(layout.classes),
-        source=source,
-        overwrite=cfg.overwrite,
-    )
+    existed = cfg.out.exists()
+    try:  # the writer removes its temporary sibling on any error; the old store stays
+        path = write_dataset_store(
+            cfg.out,
+            images=images,
+            masks=masks,
+            manifest=build_manifest(records),
+            name=cfg.out.stem,
+            classes=list(layout.classes),
+            source=source,
+            overwrite=cfg.overwrite,
+        )
+    except OSError as err:
+        raise unwritable(err, cfg.out, existed=existed) from err
     logger.info("prepared %d images into %s", len(records), path)
     return path
 

@@ -8,6 +8,8 @@ the set of files the error lists is exactly the set of bad files, each with its 
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import os
 import re
@@ -15,7 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -28,6 +31,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from stages.cli import app
+from stages.configs import PrepareConfig
+from stages.outputs import unwritable
+from stages.prepare import run as run_prepare
 from stages.readers import imageio
 from stages.readers.headers import MAX_PIXELS, declared
 from stages.readers.imageio import ReadError, read_image, read_mask, resize_image, resize_mask
@@ -428,3 +434,121 @@ def test_unreadable_files_and_folders_are_listed(tmp_path: Path) -> None:
     }
     assert_refused(proc.returncode, proc.stderr, None, expected)
     assert_nothing_written(out)
+
+
+# ---------------------------------------------------------------- full disk, unwritable --out
+
+
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (skips the test where mounting is refused)."""
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Every file under ``path`` (relative name -> SHA-256 of its bytes)."""
+    return {
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _synthetic(out: Path, count: int, size: int, *extra: str) -> subprocess.CompletedProcess:
+    return _plc(
+        *("prepare", "--dataset", "synthetic", "--out", str(out), "--count", str(count)),
+        *("--size", str(size), "--no-progress", *extra),
+    )
+
+
+def _store(out: Path, count: int, size: int) -> dict[str, str]:
+    """A small synthetic store written in-process (quick); its files' digests."""
+    run_prepare(PrepareConfig("synthetic", out, count=count, size=size, progress=False))
+    return tree_digest(out)
+
+
+def test_full_disk_clear_error_and_the_previous_store_intact(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "256k") as disk:
+        out = disk / "ds.zarr"
+        before = _store(out, 4, 32)
+        proc = _synthetic(out, 24, 128, "--overwrite")  # ~0.5 MB compressed: cannot fit
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        message = proc.stderr.strip().splitlines()[-1]
+        assert message == (
+            f"error: cannot write {out}: no space left on {disk}. Nothing was published; the "
+            f"previous store at {out} is unchanged; free space or fix the folder, or pass "
+            "another --out."
+        )
+        assert tree_digest(out) == before
+        assert len(open_dataset_store(out).ids()) == 4
+        assert sorted(p.name for p in disk.iterdir()) == ["ds.zarr"]  # no temporary left
+
+
+def test_full_disk_first_write_leaves_nothing(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "64k") as disk:
+        proc = _synthetic(disk / "ds.zarr", 24, 128)
+        assert proc.returncode == 1
+        assert "Traceback" not in proc.stderr
+        assert f"no space left on {disk}. Nothing was published;" in proc.stderr
+        assert list(disk.iterdir()) == []
+
+
+def test_read_only_out_is_refused_before_any_work(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "ro", "1m") as disk:
+        out = disk / "ds.zarr"
+        before = _store(out, 4, 32)
+        remount = ["mount", "-o", "remount,ro", str(disk)]
+        assert subprocess.run(remount, check=False).returncode == 0
+        proc = _synthetic(out, 6, 32, "--overwrite")
+        assert proc.returncode == 1
+        assert "Traceback" not in proc.stderr
+        assert f"error: cannot write {out}: {disk} is mounted read-only; pass another --out." in (
+            proc.stderr
+        )
+        assert "preparing" not in proc.stderr  # refused before generating or reading anything
+        assert tree_digest(out) == before
+
+
+def test_out_under_a_regular_file_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    for out in (blocker / "ds.zarr", blocker / "deeper" / "ds.zarr"):
+        args = ["prepare", "--dataset", "synthetic", "--out", str(out), "--count", "4"]
+        result = CliRunner().invoke(app, [*args, "--size", "32", "--no-progress"])
+        assert result.exit_code == 1
+        assert not isinstance(result.exception, Exception) or isinstance(
+            result.exception, SystemExit
+        )
+        assert f"error: cannot write {out}: {blocker} is a file, not a folder" in result.output
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (errno.ENOSPC, "no space left on /"),
+        (errno.EROFS, "/ is mounted read-only"),
+        (errno.EIO, "Input/output error (/x/ds.zarr/zarr.json)"),
+    ],
+)
+def test_write_errors_become_one_sentence(code: int, reason: str) -> None:
+    err = OSError(code, os.strerror(code), "/x/ds.zarr/zarr.json")
+    message = str(unwritable(err, Path("/x/ds.zarr"), existed=False))
+    assert message == (
+        f"cannot write /x/ds.zarr: {reason}. Nothing was published; free space or fix the "
+        "folder, or pass another --out."
+    )
