@@ -16,6 +16,7 @@ import zarr
 import zarr.codecs
 
 from storage_schema.errors import StoreError
+from storage_schema.location import Pin
 
 Index = int | np.integer | slice | np.ndarray | list
 _MAX_NAMED = 50  # ids named in one message before "(+n more)"
@@ -114,7 +115,13 @@ def corrupt_error(what: str, key: str, ids: Sequence[str], bad: dict[int, str]) 
 
 
 def read_checked(
-    arr: zarr.Array, key: str, index: Index, *, what: str, ids: Sequence[str]
+    arr: zarr.Array,
+    key: str,
+    index: Index,
+    *,
+    what: str,
+    ids: Sequence[str],
+    pin: Pin | None = None,
 ) -> np.ndarray:
     """``arr[index]`` along the image axis; a chunk that fails its check raises StoreError.
 
@@ -124,19 +131,29 @@ def read_checked(
         index: an int (one image), a slice, or a 1-D int or bool array.
         what: the store, e.g. ``"label store labels/x.zarr"``.
         ids: image ids in store order (for the message).
+        pin: the copy of the store that was opened; checked after the read (and before
+            blaming a chunk: a store replaced mid-read is reported as replaced, not corrupt).
 
     Raises:
-        StoreError: naming ``what``, ``key`` and the failing image ids.
+        StoreError: naming ``what``, ``key`` and the failing image ids; or saying the store
+            was republished since it was opened.
         IndexError: for an out-of-range or malformed index.
     """
     sel, pos = positions(index, int(arr.shape[0]))
     try:
-        return _read(arr, sel)
+        out = _read(arr, sel)
     except (IndexError, TypeError):
         raise
     except Exception as err:
+        if pin is not None:
+            pin.check()
         bad = failing(arr, pos) or {int(p): reason(err) for p in pos}
+        if pin is not None:
+            pin.check()
         raise corrupt_error(what, key, ids, bad) from None
+    if pin is not None:
+        pin.check()
+    return out
 
 
 def scan(arr: zarr.Array, bad: dict[int, str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -20,14 +20,6 @@ logger = logging.getLogger(__name__)
 
 LABEL_SCHEMA = "plc-kd/labels"
 LABEL_SCHEMA_VERSION = 2  # 2: crc32c on every chunk, dimension_names, consolidated
-VARIANTS: tuple[str, ...] = (
-    "teacher",
-    "teacher_sc",
-    "teacher_fa",
-    "teacher_ba",
-    "teacher_fa_ba",
-    "plc",
-)
 
 
 def check_label_attrs(attrs: Mapping[str, Any], path: Path | str) -> None:
@@ -103,10 +95,8 @@ class LabelStore:
         return (_reopen, (self.path, self.manifest_sha256, generation))
 
     def _checked(self, key: str, index: Index) -> np.ndarray:
-        out = read_checked(self._arrays[key], key, index, what=self._what, ids=self.ids)
-        if self.pin is not None:
-            self.pin.check()
-        return out
+        arr = self._arrays[key]
+        return read_checked(arr, key, index, what=self._what, ids=self.ids, pin=self.pin)
 
     def __len__(self) -> int:
         return len(self.ids)
