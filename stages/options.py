@@ -174,6 +174,55 @@ def _listed(problems: list[str]) -> str:
     return f"{len(problems)} problems with the options:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
+def _field_by_key(config: type) -> dict[str, dataclasses.Field]:
+    """Field of each params-file key: the field name or its flag without dashes."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if opt_of(f) is None or not opt_of(f).cli or opt_of(f).argument:  # type: ignore[union-attr]
+            continue
+        out[f.name] = f
+        out[flag_of(f).lstrip("-").replace("-", "_")] = f
+    return out
+
+
+def params_values(specs: list[str], config: type, ctx: Any, command_name: str) -> dict[str, Any]:
+    """Option values from ``FILE:SECTION`` specs (``--params``), for the options not given on the
+    command line. Every unknown key, missing file or section is reported in one ValueError."""
+    import yaml
+
+    by_key = _field_by_key(config)
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for spec in specs:
+        file, _, section = spec.rpartition(":")
+        if not file or not section:
+            problems.append(f"--params {spec!r} must be FILE:SECTION, e.g. params.yaml:team.")
+            continue
+        try:
+            data = yaml.safe_load(Path(file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            problems.append(f"--params: cannot read {file}: {err}.")
+            continue
+        part = data.get(section) if isinstance(data, dict) else None
+        if not isinstance(part, dict):
+            problems.append(f"--params: {file} has no section {section!r} of key: value pairs.")
+            continue
+        for key, value in part.items():
+            f = by_key.get(str(key))
+            if f is None:
+                problems.append(
+                    f"--params: {file}:{section}.{key} is not an option of plc {command_name} "
+                    f"(see plc {command_name} --help)."
+                )
+            else:
+                values[f.name] = value
+    if problems:
+        raise ValueError(" ".join(problems) if len(problems) == 1 else _listed(problems))
+    # compared by name: typer may vendor its own click, with its own ParameterSource enum
+    given = {name for name in values if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    return {k: v for k, v in values.items() if k not in given}
+
+
 def _typer_param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
     import typer
 
@@ -221,13 +270,14 @@ def command(
     # required first, then the command's own options, then the shared ones (training, runtime)
     params.sort(key=lambda p: (p.default is not inspect.Parameter.empty, p.name in inherited))
 
-    def cmd(**kwargs: Any) -> None:
+    def cmd(ctx: typer.Context, params: list[str] | None = None, **kwargs: Any) -> None:
         import typer
 
         from stages.errors import USER_ERRORS
 
         module, func = run.split(":")
         try:
+            kwargs |= params_values(params or [], config, ctx, name)
             stage_run = getattr(importlib.import_module(module), func)
             result = stage_run(config(**kwargs))
         except USER_ERRORS as err:
@@ -235,6 +285,26 @@ def command(
             raise typer.Exit(1) from None
         (report or (lambda r: typer.echo(str(r))))(result)
 
+    import typer
+
+    extra = [
+        inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+        inspect.Parameter(
+            "params",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                list[str] | None,
+                typer.Option(
+                    "--params",
+                    metavar="FILE:SECTION",
+                    help="Take option values from a YAML section (keys: option names, e.g. "
+                    "batch_size or lambda); repeatable; flags given on the command line win.",
+                ),
+            ],
+        ),
+    ]
+    params = extra + params
     cmd.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     cmd.__annotations__ = {p.name: p.annotation for p in params}
     cmd.__doc__ = help

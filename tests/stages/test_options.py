@@ -141,3 +141,59 @@ def test_help_imports_no_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "precompute" in out.stdout and "distill" in out.stdout
     assert out.stdout.strip().endswith("heavy: []")
+
+
+def test_params_file_supplies_values_and_the_command_line_wins(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("toy:\n  count: 7\n  lambda: 0.25\n  kind: b\nother:\n  rate: 0.1\n")
+    seen: list[Toy] = []
+    app = _toy_app(seen)
+    args = ["toy", "--name", "n", "--params", f"{params}:toy", "--params", f"{params}:other"]
+    result = CliRunner().invoke(app, [*args, "--kind", "a"])
+    assert result.exit_code == 0, result.output
+    assert seen == [Toy(name="n", count=7, lam=0.25, kind="a", rate=0.1)]
+
+
+def test_params_file_problems_are_listed_once(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("toy:\n  count: 0\n  variants: [a, b]\n")
+    app = _toy_app([])
+    bad = CliRunner().invoke(app, ["toy", "--name", "n", "--params", f"{params}:toy"])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert f"{params}:toy.variants is not an option of plc toy" in bad.output
+    values = CliRunner().invoke(app, ["toy", "--name", "n", "--params", f"{params}:nope"])
+    assert f"{params} has no section 'nope'" in values.output and values.exit_code == 1
+    invalid = tmp_path / "ok.yaml"
+    invalid.write_text("toy:\n  count: 0\n")
+    checked = CliRunner().invoke(app, ["toy", "--name", "n", "--params", f"{invalid}:toy"])
+    assert "--count must be >= 1 and <= 10, got 0." in checked.output  # values are validated
+
+
+def test_dvc_params_sections_are_options_of_their_commands() -> None:
+    """Every key that dvc.yaml passes with --params names an option (else dvc repro fails)."""
+    import re
+
+    import yaml
+
+    from stages.options import _field_by_key
+
+    by_command = {
+        "prepare": configs.PrepareConfig,
+        "train-teacher": configs.TeacherConfig,
+        "train-assistant": configs.AssistantConfig,
+        "precompute": configs.PrecomputeConfig,
+        "distill": configs.DistillConfig,
+    }
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
+    cmds = [stage.get("cmd") or stage["do"]["cmd"] for stage in stages]
+    pairs = {
+        (re.match(r"plc ([a-z-]+)", cmd).group(1), section)  # type: ignore[union-attr]
+        for cmd in cmds
+        for section in re.findall(r"--params params\.yaml:(\w+)", cmd)
+    }
+    assert {cmd for cmd, _ in pairs} == set(by_command)
+    for name in ("params.yaml", "params-polyp.yaml"):
+        params = yaml.safe_load((ROOT / name).read_text())
+        for cmd, section in pairs:
+            unknown = set(params[section]) - set(_field_by_key(by_command[cmd]))
+            assert not unknown, f"{name}:{section} keys {unknown} are no options of plc {cmd}"
