@@ -1,6 +1,6 @@
 """Exact cosine 1-nearest-neighbour search behind one interface.
 
-Backends: ``faiss-gpu`` (extra ``[gpu]``), ``faiss-cpu``, ``torch`` (exact matmul + argmax on the
+Backends: ``faiss-gpu`` (extra ``[gpu]``), ``faiss-cpu`` (extra ``[faiss-cpu]``; never both), ``torch`` (exact matmul + argmax on the
 tensors' own device), ``kdtree`` (scipy ``cKDTree``, only for D <= 3) and ``numpy`` (float32
 matmul + argmax). All return the same neighbour up to exact (or float32-rounding) ties.
 
@@ -10,7 +10,9 @@ with the whole database; every backend answers row 0 for it.
 
 from __future__ import annotations
 
+import functools
 import logging
+from importlib import metadata
 from types import ModuleType
 from typing import Any
 
@@ -30,6 +32,40 @@ _CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 28}
 _GPU_RESOURCES: Any = None
 
 
+# Distributions that all install the same top-level module ``faiss``: two at once overwrite
+# each other's files and the import breaks (or silently loses GPU support).
+FAISS_DISTRIBUTIONS: tuple[str, ...] = (
+    "faiss-cpu",
+    "faiss-gpu",
+    "faiss-gpu-cu12",
+    "faiss-gpu-cu11",
+)
+
+
+def installed_faiss() -> list[str]:
+    """The installed distributions among :data:`FAISS_DISTRIBUTIONS`."""
+    found = []
+    for name in FAISS_DISTRIBUTIONS:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def faiss_conflict() -> str | None:
+    """A sentence naming the clash when more than one faiss distribution is installed."""
+    dists = installed_faiss()
+    if len(dists) < 2:
+        return None
+    return (
+        f"{' and '.join(dists)} are installed together; they provide the same `faiss` module "
+        f"and break each other: run `pip uninstall -y {' '.join(dists)}`, then install one "
+        'extra (`pip install -e ".[gpu]"` or `".[faiss-cpu]"`).'
+    )
+
+
 def _faiss() -> ModuleType | None:
     """The ``faiss`` module, or ``None`` where it does not import."""
     try:
@@ -39,21 +75,62 @@ def _faiss() -> ModuleType | None:
     return faiss
 
 
-def faiss_gpu_available() -> bool:
-    """Whether faiss imports with GPU support and sees at least one GPU."""
+def probe_faiss_gpu() -> str | None:
+    """None when faiss can search on the GPU here, else one sentence saying why not.
+
+    Importing is not enough: the ``faiss-gpu-cu12`` wheel imports and counts GPUs on an
+    H100/H200 but has no sm_90 kernels ("no kernel image"), so a tiny exact search is run on
+    the GPU and its answer checked.
+    """
+    conflict = faiss_conflict()
+    if conflict is not None:
+        return conflict
     faiss = _faiss()
-    if faiss is None or not hasattr(faiss, "StandardGpuResources"):
-        return False
-    return int(faiss.get_num_gpus()) > 0
+    if faiss is None:
+        return "faiss is not installed"
+    if not hasattr(faiss, "StandardGpuResources"):
+        return "the installed faiss has no GPU support (faiss-cpu)"
+    if int(faiss.get_num_gpus()) < 1:
+        return "faiss sees no GPU"
+    db = np.eye(4, 8, dtype=np.float32)  # (4, 8) unit rows
+    try:
+        index = faiss.GpuIndexFlatIP(faiss.StandardGpuResources(), 8)
+        index.add(db)
+        _, idx = index.search(db[[2, 0]], 1)  # (2, 1)
+    except Exception as err:  # e.g. RuntimeError: no kernel image is available for execution
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        return (
+            f"faiss-gpu cannot run on this GPU: {first}; faiss-gpu-cu12 lacks sm_90 kernels, "
+            "the official faiss-gpu wheel has them"
+        )
+    if np.asarray(idx).reshape(-1).tolist() != [2, 0]:
+        return "faiss-gpu answered a self-test search wrongly on this GPU"
+    return None
+
+
+@functools.cache
+def _gpu_probe() -> str | None:
+    # The probe result is a fact about this process's hardware and installed wheels, which do
+    # not change while it runs; probing once keeps `auto` cheap per call.
+    reason = probe_faiss_gpu()
+    if reason is not None:
+        logger.debug("faiss-gpu unavailable: %s", reason)
+    return reason
+
+
+def faiss_gpu_available() -> bool:
+    """Whether faiss searches correctly on a GPU here (see :func:`probe_faiss_gpu`)."""
+    return _gpu_probe() is None
 
 
 def resolve_backend(name: str, device: torch.device | str | None = None) -> str:
     """Turn a backend name (possibly ``"auto"``) into a concrete, usable backend.
 
-    ``"auto"`` picks faiss-gpu where faiss has GPU support and a GPU is visible, else ``torch``
-    when ``device`` is CUDA, else ``numpy``. (DESIGN.md named faiss-cpu for the CPU; measured
-    here, numpy's blocked matmul is 1.1x faster at 5000x60000x64 and 4x faster at SC's
-    D = 16, and it is exact too: see BENCHMARKS.md.)
+    ``"auto"`` picks faiss-gpu only where faiss has GPU support, sees a GPU and passes a
+    self-test search on it (:func:`probe_faiss_gpu`), else ``torch`` when ``device`` is CUDA,
+    else ``numpy``: never a faiss that cannot run on the device it finds. (DESIGN.md named
+    faiss-cpu for the CPU; measured here, numpy's blocked matmul is 1.1x faster at
+    5000x60000x64 and 4x faster at SC's D = 16, and it is exact too: see BENCHMARKS.md.)
 
     Args:
         name: one of :data:`BACKENDS`.
@@ -75,13 +152,18 @@ def resolve_backend(name: str, device: torch.device | str | None = None) -> str:
         return "numpy"
     if name == "faiss-gpu" and not faiss_gpu_available():
         raise ValueError(
-            "search backend 'faiss-gpu' is unavailable (faiss without GPU support or no GPU "
-            "visible); install the [gpu] extra (faiss-gpu-cu12) or use backend 'torch'."
+            f"search backend 'faiss-gpu' is unavailable ({_gpu_probe()}); install the [gpu] "
+            "extra (the official faiss-gpu wheel) or use backend 'torch' (exact, no extra needed)."
         )
-    if name == "faiss-cpu" and _faiss() is None:
-        raise ValueError(
-            "search backend 'faiss-cpu' needs faiss; install faiss-cpu or use 'torch'."
-        )
+    if name == "faiss-cpu":
+        conflict = faiss_conflict()
+        if conflict is not None:
+            raise ValueError(f"search backend 'faiss-cpu': {conflict}")
+        if _faiss() is None:
+            raise ValueError(
+                "search backend 'faiss-cpu' needs faiss; install the [faiss-cpu] extra "
+                "(`pip install -e \".[faiss-cpu]\"`) or use 'numpy' (exact, no extra needed)."
+            )
     return name
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline import search
+
+# faiss-cpu is an optional extra ([faiss-cpu]); its search backend is tested where installed
+FAISS_CPU: tuple[str, ...] = ("faiss-cpu",) if search._faiss() is not None else ()
+
 
 def make_case(
     seed: int, b: int, c: int, h: int, w: int, f: int, scale: float = 2.0

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from pipeline import search
 from pipeline.search import BACKENDS, nearest_neighbours, resolve_backend
 
-CONCRETE = ("faiss-cpu", "torch", "kdtree", "numpy")
+# faiss-cpu is an optional extra ([faiss-cpu]); its backend is tested where it is installed
+FAISS_CPU = ("faiss-cpu",) if search._faiss() is not None else ()
+CONCRETE = (*FAISS_CPU, "torch", "kdtree", "numpy")
 
 
 def oracle(q: torch.Tensor, db: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +61,7 @@ def test_backends_match_brute_force_low_dim(
     q=st.integers(1, 50),
     n=st.integers(1, 80),
     d=st.integers(4, 32),
-    backend=st.sampled_from(("faiss-cpu", "torch", "numpy", "auto")),
+    backend=st.sampled_from((*FAISS_CPU, "torch", "numpy", "auto")),
 )
 def test_backends_match_brute_force_high_dim(
     seed: int, q: int, n: int, d: int, backend: str
@@ -85,7 +87,7 @@ def test_cosine_not_inner_product_hand_case() -> None:
     for backend in CONCRETE:
         assert nearest_neighbours(q, db, backend=backend).tolist() == [1]
     # Raw inner product prefers the long vector: 5.0 > 1.02.
-    for backend in ("torch", "numpy", "faiss-cpu"):
+    for backend in ("torch", "numpy", *FAISS_CPU):
         assert nearest_neighbours(q, db, backend=backend, normalize=False).tolist() == [0]
 
 
@@ -158,7 +160,7 @@ def test_faiss_gpu_unavailable_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(search, "faiss_gpu_available", lambda: False)
     with pytest.raises(ValueError, match=r"install the \[gpu\] extra .* or use backend 'torch'"):
         resolve_backend("faiss-gpu")
-    for name in ("torch", "numpy", "kdtree", "faiss-cpu"):
+    for name in ("torch", "numpy", "kdtree", *FAISS_CPU):
         assert resolve_backend(name) == name
 
 
@@ -189,3 +191,103 @@ def test_faiss_gpu_matches_oracle() -> None:
     g = torch.Generator().manual_seed(2)
     q, db = torch.randn(200, 16, generator=g), torch.randn(1000, 16, generator=g)
     assert_matches_oracle(nearest_neighbours(q, db, backend="faiss-gpu"), q, db)
+
+
+# --- `auto` never picks a faiss that cannot run here: the probe, with fake faiss modules ---
+
+
+class _FakeGpuIndex:
+    """GpuIndexFlatIP stand-in: exact search, or the error/answer a broken wheel gives."""
+
+    error: Exception | None = None
+    wrong = False
+
+    def __init__(self, resources: object, dim: int) -> None:
+        self.rows = np.zeros((0, dim), dtype=np.float32)
+
+    def add(self, x: np.ndarray) -> None:
+        self.rows = np.concatenate([self.rows, x])
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.error is not None:
+            raise self.error
+        sims = q @ self.rows.T  # (Q, N)
+        idx = sims.argmin(1) if self.wrong else sims.argmax(1)
+        return sims.max(1, keepdims=True), idx[:, None]
+
+
+def _fake_faiss(gpus: int = 1, error: Exception | None = None, wrong: bool = False):
+    import types
+
+    index = type("GpuIndexFlatIP", (_FakeGpuIndex,), {"error": error, "wrong": wrong})
+    return types.SimpleNamespace(
+        StandardGpuResources=object, GpuIndexFlatIP=index, get_num_gpus=lambda: gpus
+    )
+
+
+@pytest.fixture
+def fresh_probe(monkeypatch: pytest.MonkeyPatch):
+    """Only faiss-gpu 'installed'; the once-per-process probe cache cleared around the test."""
+    monkeypatch.setattr(search, "installed_faiss", lambda: ["faiss-gpu"])
+    search._gpu_probe.cache_clear()
+    yield monkeypatch
+    search._gpu_probe.cache_clear()
+
+
+def test_auto_picks_a_working_faiss_gpu(fresh_probe: pytest.MonkeyPatch) -> None:
+    fresh_probe.setattr(search, "_faiss", lambda: _fake_faiss())
+    assert search.probe_faiss_gpu() is None
+    assert resolve_backend("auto", "cuda") == "faiss-gpu"
+
+
+def test_auto_skips_faiss_gpu_without_sm90_kernels(fresh_probe: pytest.MonkeyPatch) -> None:
+    """faiss-gpu-cu12 on an H200: imports, counts the GPU, then fails in the first kernel."""
+    err = RuntimeError("CUDA error 209 no kernel image is available for execution on the device")
+    fresh_probe.setattr(search, "_faiss", lambda: _fake_faiss(error=err))
+    assert resolve_backend("auto", torch.device("cuda", 0)) == "torch"
+    assert resolve_backend("auto", "cpu") == "numpy"
+    with pytest.raises(ValueError, match=r"no kernel image .* official faiss-gpu wheel"):
+        resolve_backend("faiss-gpu")
+
+
+@pytest.mark.parametrize(
+    ("fake", "why"),
+    [
+        (lambda: _fake_faiss(gpus=0), "faiss sees no GPU"),
+        (lambda: _fake_faiss(wrong=True), "answered a self-test search wrongly"),
+        (lambda: SimpleNamespaceCPU(), "no GPU support"),
+        (lambda: None, "faiss is not installed"),
+    ],
+)
+def test_auto_skips_faiss_that_cannot_search_on_the_gpu(
+    fresh_probe: pytest.MonkeyPatch, fake, why: str
+) -> None:
+    fresh_probe.setattr(search, "_faiss", fake)
+    assert why in search.probe_faiss_gpu()
+    assert resolve_backend("auto", "cuda") == "torch"
+    with pytest.raises(ValueError, match=why):
+        resolve_backend("faiss-gpu")
+
+
+class SimpleNamespaceCPU:
+    """faiss-cpu: no GPU classes at all."""
+
+    IndexFlatIP = object
+
+
+def test_both_faiss_wheels_installed_is_named(fresh_probe: pytest.MonkeyPatch) -> None:
+    fresh_probe.setattr(search, "installed_faiss", lambda: ["faiss-cpu", "faiss-gpu"])
+    fresh_probe.setattr(search, "_faiss", lambda: _fake_faiss())
+    assert resolve_backend("auto", "cuda") == "torch"  # never a half-overwritten faiss
+    with pytest.raises(ValueError, match=r"faiss-cpu and faiss-gpu are installed together"):
+        resolve_backend("faiss-cpu")
+    with pytest.raises(ValueError, match=r"pip uninstall -y faiss-cpu faiss-gpu"):
+        resolve_backend("faiss-gpu")
+
+
+def test_probe_runs_once_per_process(fresh_probe: pytest.MonkeyPatch) -> None:
+    calls = []
+    fresh_probe.setattr(search, "probe_faiss_gpu", lambda: calls.append(1))
+    for _ in range(3):
+        resolve_backend("auto", "cpu")
+    assert calls == [1]
