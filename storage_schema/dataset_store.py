@@ -193,10 +193,14 @@ class DatasetStore:
     size: tuple[int, int]
     attrs: dict[str, Any]
     pin: loc.Pin | None = field(default=None, repr=False, compare=False)
+    _ids: list[str] = field(init=False, repr=False, compare=False)  # for messages, per read
+
+    def __post_init__(self) -> None:
+        self._ids = self.manifest.column("id").to_pylist()
 
     def ids(self) -> list[str]:
         """Image ids in store order."""
-        return self.manifest.column("id").to_pylist()
+        return list(self._ids)
 
     def read_images(self, index: ig.Index) -> np.ndarray:
         """uint8 images: ``(H, W, 3)`` for an int index, ``(n, H, W, 3)`` for a slice or array."""
@@ -207,10 +211,8 @@ class DatasetStore:
         return self._read(self.masks, "masks", index)
 
     def _read(self, arr: zarr.Array, key: str, index: ig.Index) -> np.ndarray:
-        out = ig.read_checked(arr, key, index, what=f"dataset store {self.path}", ids=self.ids())
-        if self.pin is not None:
-            self.pin.check()
-        return out
+        what = f"dataset store {self.path}"
+        return ig.read_checked(arr, key, index, what=what, ids=self._ids, pin=self.pin)
 
     def __reduce__(self) -> tuple[Any, ...]:
         generation = self.pin.generation if self.pin is not None else None

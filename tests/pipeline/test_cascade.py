@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from cascade_oracles import make_case, ric_loop, sc_loop  # helper dirs are on pythonpath
+from cascade_oracles import FAISS_CPU, make_case, ric_loop, sc_loop  # helper dirs are on pythonpath
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +63,7 @@ def test_replace_if_correct_validates() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(**shapes, with_bank=st.booleans(), backend=st.sampled_from(["torch", "numpy", "faiss-cpu"]))
+@given(**shapes, with_bank=st.booleans(), backend=st.sampled_from(["torch", "numpy", *FAISS_CPU]))
 def test_variants_properties_and_definitions(
     seed: int, b: int, c: int, h: int, w: int, f: int, with_bank: bool, backend: str
 ) -> None:

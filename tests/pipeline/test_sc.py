@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cascade_oracles import make_case, sc_loop  # tests/ helper dirs are on pythonpath (pyproject)
+from cascade_oracles import FAISS_CPU, make_case, sc_loop  # helper dirs are on pythonpath
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +29,7 @@ def pixels(*vectors: list[float]) -> torch.Tensor:
     seed=st.integers(0, 2**31 - 1),
     c=st.integers(2, 4),
     f=st.integers(2, 3),
-    backend=st.sampled_from(["kdtree", "torch", "numpy", "faiss-cpu", "auto"]),
+    backend=st.sampled_from(["kdtree", "torch", "numpy", *FAISS_CPU, "auto"]),
 )
 def test_sc_copies_true_nearest_correct_pixel(seed: int, c: int, f: int, backend: str) -> None:
     probs, _, _, feats, gt = make_case(seed, 2, c, 5, 6, f)
@@ -47,7 +47,7 @@ def test_query_never_copies_from_another_class() -> None:
     probs = pixels([0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.6, 0.1])
     feats = pixels([1.0, 0.0], [1.0, 0.0], [-1.0, 0.2])
     gt = torch.tensor([[[1, 0, 1]]])
-    for backend in ("torch", "numpy", "faiss-cpu", "kdtree"):
+    for backend in ("torch", "numpy", *FAISS_CPU, "kdtree"):
         out, info = similarity_correct(probs, feats, gt, SCConfig(backend=backend))
         assert torch.equal(out[0, :, 0, 0], probs[0, :, 0, 2])
         assert info == {"sc_in_image": 1, "sc_bank": 0, "sc_onehot": 0}
