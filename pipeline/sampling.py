@@ -93,10 +93,18 @@ def foreground_weights(masks: np.ndarray, fraction: float) -> np.ndarray | None:
     if masks.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}.")
     fg = (masks > 0).reshape(len(masks), -1).sum(1)  # (N,) foreground pixels per image
+    return foreground_weights_from_counts(fg, fraction)
+
+
+def foreground_weights_from_counts(fg: np.ndarray, fraction: float) -> np.ndarray | None:
+    """:func:`foreground_weights` from (N,) foreground pixel counts (masks read elsewhere)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}.")
+    fg = np.asarray(fg)
     has = fg > 0
     if fraction == 0.0 or not has.any():
         return None
-    w = np.zeros(len(masks), dtype=np.float64)
+    w = np.zeros(len(fg), dtype=np.float64)
     inv = 1.0 / np.sqrt(fg[has])
     if has.all():
         w[has] = inv / inv.sum()

@@ -1,4 +1,8 @@
-"""In-memory views of a prepared dataset store for the training and inference stages."""
+"""Views of a prepared dataset store for the training and inference stages.
+
+``load_split`` holds a split in memory (teacher and assistant training); ``StoreSplit`` reads
+it batch by batch (evaluation inside ``distill``, whose memory must stay flat).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +39,32 @@ class SplitData:
         """Float images in [0, 1] (B, 3, H, W) and masks (B, H, W) on ``device``."""
         images = self.images[idx].to(device, non_blocking=True).float().div_(255.0)
         return images, self.masks[idx].to(device, non_blocking=True)
+
+
+class StoreSplit:
+    """One split of a dataset store read batch by batch (nothing held in memory).
+
+    The same ``len``/``ids``/``indices``/``batch`` as :class:`SplitData` (no ``images`` or
+    ``masks`` tensors), for evaluation passes whose memory must not grow with the split.
+    """
+
+    def __init__(self, store: DatasetStore, split: str) -> None:
+        self.store = store
+        self.indices = store.indices(split)
+        if len(self.indices) == 0:
+            raise ValueError(f"dataset store {store.path} has no images in split '{split}'.")
+        ids = store.ids()
+        self.ids = [ids[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float images in [0, 1] (B, 3, H, W) and int64 masks (B, H, W) on ``device``."""
+        rows = self.indices[np.asarray(idx)]
+        images = torch.from_numpy(self.store.read_images(rows)).permute(0, 3, 1, 2)
+        masks = torch.from_numpy(self.store.read_masks(rows).astype(np.int64))
+        return images.to(device).float().div_(255.0), masks.to(device)
 
 
 def load_split(store: DatasetStore, split: str) -> SplitData:
@@ -86,3 +116,25 @@ def epoch_batches(
     stop = n - (n % batch_size) if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
         yield order[start : start + batch_size]
+
+
+def check_same_images(store: DatasetStore, labels: LabelStore, indices: np.ndarray) -> None:
+    """Refuse a label store whose images are not the dataset's ``indices`` in the same order."""
+    ids = store.ids()
+    if list(labels.ids) != [ids[i] for i in indices]:
+        raise ValueError(
+            f"label store {labels.path} lists other train images than the dataset store "
+            f"{store.path}; rerun `plc precompute` for this dataset."
+        )
+
+
+def foreground_pixels(store: DatasetStore, indices: np.ndarray, block: int = 64) -> np.ndarray:
+    """(N,) int64 foreground pixels (class id > 0) of the images ``indices``, streamed.
+
+    The masks are read ``block`` images at a time: memory does not grow with the split.
+    """
+    counts = np.zeros(len(indices), dtype=np.int64)
+    for start in range(0, len(indices), block):
+        masks = store.read_masks(np.asarray(indices[start : start + block]))  # (b, H, W)
+        counts[start : start + len(masks)] = (masks > 0).reshape(len(masks), -1).sum(1)
+    return counts

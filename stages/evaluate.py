@@ -34,10 +34,9 @@ def evaluate_model(
     model: nn.Module, data: SplitData, num_classes: int, batch_size: int, device: torch.device
 ) -> dict:
     """Per-image Dice and IoU of ``model`` on ``data`` with their mean and std."""
-    from pipeline.metrics import dice_iou, mean_std
+    from pipeline.metrics import mean_std
 
-    preds = predict(model, data, batch_size, device)
-    dice, iou = dice_iou(preds, data.masks, num_classes)
+    dice, iou = _dice_iou_by_batch(model, data, num_classes, batch_size, device)
     dice_mean, dice_std = mean_std(dice)
     iou_mean, iou_std = mean_std(iou)
     return {
@@ -51,6 +50,21 @@ def evaluate_model(
             for i, d, u in zip(data.ids, dice.tolist(), iou.tolist(), strict=True)
         ],
     }
+
+
+@torch.inference_mode()
+def _dice_iou_by_batch(
+    model: nn.Module, data: SplitData, num_classes: int, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image Dice and IoU (N,), batch by batch: only per-image scores are kept."""
+    from pipeline.metrics import dice_iou
+
+    model.eval()
+    scores = []
+    for idx in epoch_batches(len(data), batch_size, 0, 0, shuffle=False):
+        images, masks = data.batch(idx, device)
+        scores.append([s.cpu() for s in dice_iou(model(images).argmax(1), masks, num_classes)])
+    return torch.cat([d for d, _ in scores]), torch.cat([u for _, u in scores])
 
 
 def write_metrics(metrics: dict, out: Path, extra: dict | None = None) -> Path:

@@ -5,8 +5,8 @@ Three parts, each with one job:
 - :class:`StoreBatches` (a ``Dataset``) runs in the worker processes. It holds only paths:
   each worker opens its own store handles on the first batch it reads (nothing zarr is
   pickled). One item is one whole batch: the sorted unique indices of the batch are read
-  with one zarr call per array (a slice when they are contiguous) and put back in the
-  sampler's order. It returns raw bytes: uint8 images and masks, int8 label codes.
+  with one checked read per array (``read_images``/``read_masks``/``read_codes`` of
+  ``storage_schema``; a slice when they are contiguous) and put back in the sampler's order. It returns raw bytes: uint8 images and masks, int8 label codes.
 - :class:`BatchPlan` (a ``Sampler``) yields the index batches of the current epoch from any
   ``plan(epoch) -> list of index arrays`` (``stages.data.epoch_batches``,
   ``pipeline.sampling.step_batches``, ...).
@@ -87,11 +87,11 @@ class ReadFailure(NamedTuple):
     message: str
 
 
-def _read_rows(array: Any, index: np.ndarray) -> np.ndarray:
-    """Rows ``index`` (sorted, unique) of a zarr array in one call: a slice when contiguous."""
+def _selection(index: np.ndarray) -> slice | np.ndarray:
+    """One zarr selection for sorted unique ``index``: a slice when it is contiguous."""
     if len(index) and index[-1] - index[0] + 1 == len(index):
-        return np.asarray(array[int(index[0]) : int(index[-1]) + 1])
-    return np.asarray(array.oindex[index])
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
 
 
 class StoreBatches(Dataset):
@@ -132,12 +132,13 @@ class StoreBatches(Dataset):
         if positions.ndim != 1 or positions.min() < 0 or positions.max() >= len(self):
             raise IndexError(f"batch positions must be in [0, {len(self)}), got {positions}")
         uniq, inverse = np.unique(positions, return_inverse=True)  # sorted reads, then reorder
-        rows = self.source.indices[uniq]
-        images = _read_rows(data.images, rows)[inverse]  # (B, H, W, 3)
-        masks = _read_rows(data.masks, rows)[inverse]  # (B, H, W)
+        rows = _selection(self.source.indices[uniq])
+        images = data.read_images(rows)[inverse]  # (B, H, W, 3)
+        masks = data.read_masks(rows)[inverse]  # (B, H, W)
         codes = None
         if labels is not None:
-            codes = torch.from_numpy(labels.read_codes(self.source.variant, uniq)[inverse])
+            codes = labels.read_codes(self.source.variant, _selection(uniq))[inverse]
+            codes = torch.from_numpy(codes)  # (B, C, H, W) int8
         return RawBatch(
             torch.from_numpy(positions), torch.from_numpy(images), torch.from_numpy(masks), codes
         )

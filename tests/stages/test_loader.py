@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import pickletools
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +194,25 @@ def test_a_store_error_in_a_worker_reaches_the_caller_as_its_sentence(
 def test_raw_batches_are_named_tuples_that_pin(stores) -> None:
     raw = StoreBatches(source(stores))[np.array([0])]
     assert isinstance(raw, RawBatch) and raw._fields == ("positions", "images", "masks", "codes")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_flipped_bit_in_a_label_shard_stops_the_stream_naming_the_image(
+    stores, tmp_path: Path, workers: int
+) -> None:
+    data, labels = stores
+    copy = tmp_path / "labels.zarr"
+    shutil.copytree(labels, copy)
+    shard = copy / "soft" / "plc" / "c" / "1" / "0" / "0" / "0"  # images 4..7
+    blob = bytearray(shard.read_bytes())
+    blob[len(blob) // 3] ^= 0x10
+    shard.write_bytes(bytes(blob))
+    src = source((data, copy), "plc")
+    loader = make_loader(src, plan(len(src.indices), 10), num_workers=workers, pin_memory=False)
+    with pytest.raises(StoreError) as info:
+        _epochs(StudentStream(loader, CPU, 0, None), 1)
+    message = str(info.value)
+    assert "array 'soft/plc'" in message and str(copy) in message
+    ids = open_label_store(labels).ids
+    assert any(repr(ids[i]) in message for i in range(4, 8))
+    assert "\n" not in message and "Traceback" not in message
