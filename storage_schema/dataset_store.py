@@ -184,8 +184,8 @@ class DatasetStore:
 
     path: Path | str
     name: str
-    images: zarr.Array
-    masks: zarr.Array
+    images: ig.CheckedArray  # (N, H, W, 3) uint8, lazy; every read checked
+    masks: ig.CheckedArray  # (N, H, W) uint8, lazy; every read checked
     split: np.ndarray
     manifest: pa.Table
     manifest_sha256: str
@@ -197,6 +197,11 @@ class DatasetStore:
 
     def __post_init__(self) -> None:
         self._ids = self.manifest.column("id").to_pylist()
+        what = f"dataset store {self.path}"
+        for name in ("images", "masks"):
+            arr = getattr(self, name)
+            raw = arr.array if isinstance(arr, ig.CheckedArray) else arr
+            setattr(self, name, ig.CheckedArray(raw, name, what, self._ids, self.pin))
 
     def ids(self) -> list[str]:
         """Image ids in store order."""
@@ -210,9 +215,9 @@ class DatasetStore:
         """uint8 class ids: ``(H, W)`` for an int index, ``(n, H, W)`` for a slice or array."""
         return self._read(self.masks, "masks", index)
 
-    def _read(self, arr: zarr.Array, key: str, index: ig.Index) -> np.ndarray:
+    def _read(self, arr: ig.CheckedArray, key: str, index: ig.Index) -> np.ndarray:
         what = f"dataset store {self.path}"
-        return ig.read_checked(arr, key, index, what=what, ids=self._ids, pin=self.pin)
+        return ig.read_checked(arr.array, key, index, what=what, ids=self._ids, pin=self.pin)
 
     def __reduce__(self) -> tuple[Any, ...]:
         generation = self.pin.generation if self.pin is not None else None
@@ -334,7 +339,7 @@ def open_dataset_store(path: str | Path) -> DatasetStore:
     """
     where = loc.locate(path)
     store, pin = loc.open_consistent(where, "dataset store", lambda: _open(where))
-    store.pin = pin
+    store.pin = store.images.pin = store.masks.pin = pin
     return store
 
 

@@ -173,3 +173,79 @@ def scan(arr: zarr.Array, bad: dict[int, str]) -> Iterator[tuple[np.ndarray, np.
             pos = np.array([p for p in pos.tolist() if p not in found], dtype=np.int64)
             data = _read(arr, pos)
         yield pos, data
+
+
+def _first_axis(selection: Any) -> Any:
+    """The image-axis part of a zarr selection (``...`` and a missing part mean all)."""
+    if isinstance(selection, tuple):
+        selection = selection[0] if selection else slice(None)
+    return slice(None) if selection is Ellipsis else selection
+
+
+class CheckedArray:
+    """A ``zarr.Array`` whose every read refuses a corrupt chunk naming the image.
+
+    Reads (``a[...]``, ``a.oindex[...]``, ``a.get_orthogonal_selection(...)``,
+    ``np.asarray(a)``) behave as zarr's, except that a chunk failing its crc32c raises a
+    StoreError naming the store, the array and the image ids, and a read after the store was
+    republished is refused. Every other attribute (``shape``, ``chunks``, ``metadata``...)
+    is the wrapped array's.
+    """
+
+    def __init__(
+        self, arr: zarr.Array, key: str, what: str, ids: Sequence[str], pin: Pin | None = None
+    ) -> None:
+        self.array = arr
+        self.key = key
+        self.what = what
+        self.ids = ids
+        self.pin = pin
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.array, name)
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def _guard(self, read: Any, selection: Any) -> np.ndarray:
+        try:
+            out = read()
+        except (IndexError, TypeError):
+            raise
+        except Exception as err:
+            if self.pin is not None:
+                self.pin.check()
+            try:
+                _, pos = positions(_first_axis(selection), int(self.array.shape[0]))
+            except (IndexError, TypeError):
+                pos = np.arange(int(self.array.shape[0]), dtype=np.int64)
+            bad = failing(self.array, pos) or {int(p): reason(err) for p in pos}
+            raise corrupt_error(self.what, self.key, self.ids, bad) from None
+        if self.pin is not None:
+            self.pin.check()
+        return out
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        return self._guard(lambda: self.array[selection], selection)
+
+    def get_orthogonal_selection(self, selection: Any, **kwargs: Any) -> np.ndarray:
+        """zarr's orthogonal selection, checked."""
+        read = lambda: self.array.get_orthogonal_selection(selection, **kwargs)  # noqa: E731
+        return self._guard(read, selection)
+
+    @property
+    def oindex(self) -> _CheckedOIndex:
+        """``a.oindex[...]``, checked."""
+        return _CheckedOIndex(self)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+
+class _CheckedOIndex:
+    def __init__(self, owner: CheckedArray) -> None:
+        self.owner = owner
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        return self.owner._guard(lambda: self.owner.array.oindex[selection], selection)

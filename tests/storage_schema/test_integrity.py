@@ -168,3 +168,27 @@ def test_verify_cli_names_the_image_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     assert "array 'soft/plc': 1 image(s) unreadable (crc32c checksum mismatch" in result.output
     assert "'img3'" in result.output
+
+
+def test_raw_array_views_of_a_dataset_store_are_checked(tmp_path: Path, make_dataset) -> None:
+    """Stages that index ``store.images``/``store.masks`` directly get the same refusal."""
+    path = make_dataset(tmp_path / "d.zarr", shard_size=2)
+    store = open_dataset_store(path)
+    ids = store.ids()
+    file, _ = shard_files(path, "masks")[1]  # images 2 and 3
+    chunks = chunk_ranges(file.read_bytes(), 2)
+    flip(file, chunks[1][0], 3)  # first byte of image 3's chunk
+    np.testing.assert_array_equal(store.masks[2], open_dataset_store(path).read_masks(2))
+    sentence = rf"dataset store {re.escape(str(path))}: array 'masks' cannot be read at image\(s\) '{ids[3]}'"
+    reads = [
+        lambda: store.masks[3],
+        lambda: store.masks[1:5],
+        lambda: store.masks.get_orthogonal_selection((np.array([0, 3]),)),
+        lambda: store.masks.oindex[np.array([3, 4])],
+        lambda: np.asarray(store.masks),
+        lambda: store.read_masks(np.array([3])),
+    ]
+    for read in reads:
+        with pytest.raises(StoreError, match=sentence):
+            read()
+    assert store.masks.shape == (len(ids), *store.size) and store.masks.chunks[0] == 1
