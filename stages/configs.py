@@ -63,6 +63,16 @@ def _seed() -> int:
     return option(0, help="Random seed.", ge=0, lt=2**32)
 
 
+def _fold() -> int | None:
+    return option(
+        None,
+        help="Cross-validation fold F of a store prepared with --folds K: train on the other "
+        "folds, test on fold F; default paths gain fold<F> (models/<ds>/fold<F>/, "
+        "labels/<ds>-fold<F>.zarr). Default: the stored split.",
+        ge=0,
+    )
+
+
 # --------------------------------------------------------------------------- prepare
 
 
@@ -78,6 +88,15 @@ class PrepareConfig(StageConfig):
     seed: int = _seed()
     count: int = option(200, help="Number of images (synthetic only).", ge=2)
     include_negatives: bool = option(False, help="Add images without lesions.")
+    folds: int = option(
+        0,
+        help="Cross-validation folds K: a fold per image in the manifest, stratified by "
+        "empty masks (stages then take --fold F); 0: none.",
+        ge=0,
+    )
+    fold_seed: int | None = option(
+        None, help="Seed of the fold assignment (default: --seed).", ge=0, lt=2**32
+    )
     overwrite: bool = option(False, help="Replace an existing store.", runtime=True)
     progress: bool = _progress()
 
@@ -101,6 +120,10 @@ class PrepareConfig(StageConfig):
             out.append(f"--root is required for dataset '{self.dataset}': pass its raw folder.")
         elif layout.needs_root and not self.root.is_dir():  # type: ignore[union-attr]
             out.append(f"--root {self.root} does not exist or is not a folder.")
+        if self.folds == 1:
+            out.append("--folds must be 0 (no folds) or at least 2, got 1.")
+        if self.fold_seed is not None and not self.folds:
+            out.append("--fold-seed needs --folds K (K >= 2).")
         if self.include_negatives and layout.negatives is None:
             allowed = ", ".join(name for name, lay in LAYOUTS.items() if lay.negatives)
             out.append(f"--include-negatives is only supported by dataset(s): {allowed}.")
@@ -119,7 +142,14 @@ class PrepareConfig(StageConfig):
             "seed": self.seed,
             "count": self.count if self.dataset == "synthetic" else None,
             "include_negatives": self.include_negatives,
+            # only with folds, so a store prepared without them keeps its digest
+            **({"folds": self.folds, "fold_seed": self.fold_seed_value} if self.folds else {}),
         }
+
+    @property
+    def fold_seed_value(self) -> int:
+        """The seed of the fold assignment: ``fold_seed``, else ``seed``."""
+        return self.seed if self.fold_seed is None else self.fold_seed
 
     def digest(self) -> str:
         """SHA-256 (hex) of :meth:`identity`: equal digests give equal stores."""
@@ -138,6 +168,7 @@ class TrainOptions(StageConfig):
     batch_size: int = option(8, help="Images per optimizer step.", ge=1)
     lr: float = option(1e-3, help="Peak learning rate.", gt=0)
     seed: int = _seed()
+    fold: int | None = _fold()
     augment: bool = option(True, help="Geometric + photometric augmentation.")
     device: str = _device()
     force: bool = _force()
@@ -159,7 +190,7 @@ class TeacherConfig(TrainOptions):
 
     @property
     def out_path(self) -> Path:
-        return self.out or paths.teacher_path(self.dataset)
+        return self.out or paths.teacher_path(self.dataset, self.fold)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,11 +222,11 @@ class AssistantConfig(TrainOptions):
 
     @property
     def teacher_path(self) -> Path:
-        return self.teacher or paths.teacher_path(self.dataset)
+        return self.teacher or paths.teacher_path(self.dataset, self.fold)
 
     @property
     def out_path(self) -> Path:
-        return self.out or paths.assistant_path(self.dataset, self.kind)
+        return self.out or paths.assistant_path(self.dataset, self.kind, self.fold)
 
 
 # --------------------------------------------------------------------------- precompute
@@ -219,6 +250,7 @@ class PrecomputeConfig(StageConfig):
     sc_smoothing: float = option(0.1, help="ε of the last-resort smoothed one-hot.", ge=0, lt=0.5)
     bank_per_class: int = option(64, help="Correct pixels per image and class in the bank.", ge=1)
     seed: int = _seed()
+    fold: int | None = _fold()
     workers: int = option(0, help="Dask LocalCluster workers (0: in-process).", ge=0, runtime=True)
     scheduler: str | None = option(
         None, help="Dask scheduler address tcp://host:port.", runtime=True
@@ -232,17 +264,17 @@ class PrecomputeConfig(StageConfig):
 
     def inputs(self) -> dict[str, Path]:
         """The four input artifacts with their conventional defaults."""
-        ds = self.dataset
+        ds, f = self.dataset, self.fold
         return {
             "data": self.data or paths.data_path(ds),
-            "teacher": self.teacher or paths.teacher_path(ds),
-            "assistant_fp": self.assistant_fp or paths.assistant_path(ds, "false-pixel"),
-            "assistant_bd": self.assistant_bd or paths.assistant_path(ds, "boundary"),
+            "teacher": self.teacher or paths.teacher_path(ds, f),
+            "assistant_fp": self.assistant_fp or paths.assistant_path(ds, "false-pixel", f),
+            "assistant_bd": self.assistant_bd or paths.assistant_path(ds, "boundary", f),
         }
 
     @property
     def out_path(self) -> Path:
-        return self.out or paths.labels_path(self.dataset)
+        return self.out or paths.labels_path(self.dataset, self.fold)
 
 
 # --------------------------------------------------------------------------- students
@@ -279,6 +311,7 @@ class EvaluateConfig(StageConfig):
     checkpoint: Path = option(help="Any plc-kd checkpoint.")
     data: Path = option(help="Dataset store.")
     split: str = option("test", help="Split to evaluate.", choices=SPLITS)
+    fold: int | None = _fold()
     out: Path | None = option(None, help="Metrics JSON path (default beside the checkpoint).")
     batch_size: int = option(16, help="Images per forward.", ge=1)
     device: str = _device()

@@ -83,24 +83,50 @@ def load_split(store: DatasetStore, split: str) -> SplitData:
     )
 
 
-def open_store(path: Path) -> DatasetStore:
-    """Open a dataset store, naming the command that makes it when it is missing."""
+def open_store(path: Path, fold: int | None = None) -> DatasetStore:
+    """Open a dataset store, naming the command that makes it when it is missing.
+
+    With ``fold``, the store's cross-validation view: ``train`` = the other folds, ``test`` =
+    fold ``fold`` (:meth:`~storage_schema.DatasetStore.with_fold`).
+    """
     if not Path(path).exists():
         raise FileNotFoundError(
             f"dataset store not found at {path}: run `plc prepare --dataset ... --out {path}` first."
         )
-    return open_dataset_store(path)
+    store = open_dataset_store(path)
+    if fold is None:
+        return store
+    folds = store.folds()
+    if folds is None:
+        raise ValueError(
+            f"--fold {fold} needs a dataset store with folds, but {path} has none; prepare it "
+            "with `plc prepare ... --folds K`."
+        )
+    if fold > int(folds.max()):
+        raise ValueError(f"--fold {fold} is out of range: {path} has folds 0..{int(folds.max())}.")
+    return store.with_fold(fold)
 
 
-def open_labels_with_data(labels: Path, data: Path | None) -> tuple[DatasetStore, LabelStore]:
+def open_labels_with_data(
+    labels: Path, data: Path | None, fold: int | None = None
+) -> tuple[DatasetStore, LabelStore]:
     """(dataset store, label store), the label store checked against the dataset's manifest.
 
-    ``data`` defaults to the dataset path recorded in the label store's provenance.
+    ``data`` defaults to the dataset path recorded in the label store's provenance; ``fold``
+    must be the fold the label store was computed for (its provenance's ``fold``).
     """
     if not Path(labels).exists():
         raise FileNotFoundError(f"label store not found at {labels}: run `plc precompute` first.")
     unchecked = open_label_store(labels)  # validates schema and status
-    store = open_store(data or Path(unchecked.provenance["dataset_path"]))
+    built_for = unchecked.provenance.get("fold")
+    if built_for != fold:
+        given = "no --fold" if fold is None else f"--fold {fold}"
+        want = "no --fold" if built_for is None else f"--fold {built_for}"
+        raise ValueError(
+            f"label store {labels} was computed for {want}, not {given}; pass {want} or the "
+            "label store of that fold."
+        )
+    store = open_store(data or Path(unchecked.provenance["dataset_path"]), fold)
     return store, open_label_store(labels, manifest_sha256=store.manifest_sha256)
 
 

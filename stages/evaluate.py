@@ -88,13 +88,14 @@ def run(cfg: EvaluateConfig) -> Path:
 
     device = resolve_device(cfg.device)
     model, meta = build_from_checkpoint(cfg.checkpoint)
-    store = open_store(cfg.data)
+    store = open_store(cfg.data, cfg.fold)
     data = load_split(store, cfg.split)
     metrics = evaluate_model(model.to(device), data, meta["num_classes"], cfg.batch_size, device)
     out = cfg.out or Path(cfg.checkpoint).with_suffix(f".{cfg.split}.json")
     extra = {
         "checkpoint": str(cfg.checkpoint),
         "split": cfg.split,
+        "fold": cfg.fold,
         "config": config_dict(cfg),
     }
     logger.info(

@@ -10,25 +10,27 @@ def data_path(dataset: str) -> Path:
     return Path("data") / f"{dataset}.zarr"
 
 
-def model_dir(dataset: str) -> Path:
-    """Folder holding the teacher team of ``dataset``."""
-    return Path("models") / dataset
+def model_dir(dataset: str, fold: int | None = None) -> Path:
+    """Folder holding the teacher team of ``dataset`` (of its cross-validation ``fold``)."""
+    return Path("models") / dataset / (f"fold{fold}" if fold is not None else "")
 
 
-def teacher_path(dataset: str) -> Path:
-    return model_dir(dataset) / "teacher.pt"
+def teacher_path(dataset: str, fold: int | None = None) -> Path:
+    return model_dir(dataset, fold) / "teacher.pt"
 
 
 ASSISTANT_FILES = {"false-pixel": "assistant_fp.pt", "boundary": "assistant_bd.pt"}
 
 
-def assistant_path(dataset: str, kind: str) -> Path:
+def assistant_path(dataset: str, kind: str, fold: int | None = None) -> Path:
     """Checkpoint path of the assistant of ``kind`` ("false-pixel" or "boundary")."""
-    return model_dir(dataset) / ASSISTANT_FILES[kind]
+    return model_dir(dataset, fold) / ASSISTANT_FILES[kind]
 
 
-def labels_path(dataset: str) -> Path:
-    return Path("labels") / f"{dataset}.zarr"
+def labels_path(dataset: str, fold: int | None = None) -> Path:
+    """The label store of ``dataset``; one per fold (``labels/<ds>-fold<F>.zarr``)."""
+    name = f"{dataset}-fold{fold}" if fold is not None else dataset
+    return Path("labels") / f"{name}.zarr"
 
 
 def report_path(dataset: str) -> Path:

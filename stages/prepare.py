@@ -61,6 +61,8 @@ def run(cfg: PrepareConfig) -> Path:
     logger.info("preparing %s at %d² into %s", cfg.dataset, cfg.size, cfg.out)
     prepared = _from_files(cfg, layout) if layout.needs_root else _synthetic(cfg)
     images, masks, records, n_official = prepared
+    if cfg.folds:
+        _add_folds(records, cfg)
     source = {
         "layout": cfg.dataset,
         "root": cfg.identity()["root"],
@@ -68,6 +70,8 @@ def run(cfg: PrepareConfig) -> Path:
         "config_sha256": cfg.digest(),
         "split": _split_source(cfg, records, n_official),
     }
+    if cfg.folds:
+        source["folds"] = {"k": cfg.folds, "seed": cfg.fold_seed_value, "stratified": "empty_mask"}
     existed = cfg.out.exists()
     try:  # the writer removes its temporary sibling on any error; the old store stays
         path = write_dataset_store(
@@ -188,6 +192,16 @@ def _synthetic(cfg: PrepareConfig) -> Prepared:
             }
         )
     return images, masks, records, 0
+
+
+def _add_folds(records: list[dict], cfg: PrepareConfig) -> None:
+    """Give every record a ``fold`` (stratified by empty masks, seeded by the fold seed)."""
+    from stages.folds import assign_folds
+
+    folds = assign_folds([r["empty_mask"] for r in records], cfg.folds, cfg.fold_seed_value)
+    for record, fold in zip(records, folds, strict=True):
+        record["fold"] = fold
+    logger.info("assigned %d folds (seed %d)", cfg.folds, cfg.fold_seed_value)
 
 
 def _split_source(cfg: PrepareConfig, records: list[dict], n_official: int) -> dict:

@@ -114,7 +114,7 @@ def run(cfg: AssistantConfig) -> Path:
     if checkpoint_is_current(out, cfg, cfg.force):
         logger.info("assistant %s is up to date (same config); use --force to retrain", out)
         return out
-    store = open_store(cfg.data_path)
+    store = open_store(cfg.data_path, cfg.fold)
     teacher, tmeta, teacher_sha = None, {}, None
     if cfg.kind == "false-pixel" or cfg.model is None:  # FIG needs T; so does "same arch as T"
         teacher_path = paths.require(

@@ -30,7 +30,7 @@ def run(cfg: TeacherConfig) -> Path:
     if checkpoint_is_current(out, cfg, cfg.force):
         logger.info("teacher %s is up to date (same config); use --force to retrain", out)
         return out
-    store = open_store(cfg.data_path)
+    store = open_store(cfg.data_path, cfg.fold)
     height, width = store.size
     check_input_size(cfg.model, height, width)
     seed_everything(cfg.seed)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from storage_schema import _common as c
 from storage_schema import integrity as ig
 from storage_schema import location as loc
 from storage_schema.errors import StoreError
-from storage_schema.manifest import SPLITS, check_manifest_table, manifest_sha256
+from storage_schema.manifest import SPLITS, check_manifest_table, manifest_folds, manifest_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +193,7 @@ class DatasetStore:
     size: tuple[int, int]
     attrs: dict[str, Any]
     pin: loc.Pin | None = field(default=None, repr=False, compare=False)
+    fold: int | None = None  # a cross-validation view (see with_fold); None: the stored split
     _ids: list[str] = field(init=False, repr=False, compare=False)  # for messages, per read
 
     def __post_init__(self) -> None:
@@ -221,7 +222,31 @@ class DatasetStore:
 
     def __reduce__(self) -> tuple[Any, ...]:
         generation = self.pin.generation if self.pin is not None else None
-        return (_reopen, (self.path, self.manifest_sha256, generation))
+        return (_reopen, (self.path, self.manifest_sha256, generation, self.fold))
+
+    def folds(self) -> np.ndarray | None:
+        """int64 fold of every image in store order, or None when the manifest has none."""
+        folds = manifest_folds(self.manifest)
+        return None if folds is None else np.asarray(folds, dtype=np.int64)
+
+    def with_fold(self, fold: int) -> DatasetStore:
+        """The cross-validation view of fold ``fold``: its images are the ``test`` split,
+        every other fold's are ``train`` (``val`` is empty); arrays and manifest are shared.
+
+        Raises:
+            StoreError: the manifest has no folds, or ``fold`` is not one of them.
+        """
+        folds = self.folds()
+        if folds is None:
+            raise StoreError(
+                f"dataset store {self.path} has no folds; prepare it with `plc prepare "
+                "--folds K` to select a fold."
+            )
+        k = int(folds.max()) + 1
+        if not 0 <= fold < k:
+            raise StoreError(f"dataset store {self.path} has folds 0..{k - 1}, not fold {fold}.")
+        split = np.where(folds == fold, "test", "train")  # (N,) <U5
+        return replace(self, split=split, fold=int(fold))
 
     def indices(self, split: str) -> np.ndarray:
         """int64 indices of the images in ``split``, in store order."""
@@ -343,8 +368,11 @@ def open_dataset_store(path: str | Path) -> DatasetStore:
     return store
 
 
-def _reopen(path: Path | str, manifest_sha: str, generation: loc.Generation) -> DatasetStore:
-    """Unpickling: open the same store again (own handles), refusing a republished one."""
+def _reopen(
+    path: Path | str, manifest_sha: str, generation: loc.Generation, fold: int | None = None
+) -> DatasetStore:
+    """Unpickling: open the same store (and fold view) again with its own handles, refusing a
+    republished one."""
     store = open_dataset_store(path)
     if store.manifest_sha256 != manifest_sha or (
         generation is not None and store.pin is not None and store.pin.generation != generation
@@ -353,4 +381,4 @@ def _reopen(path: Path | str, manifest_sha: str, generation: loc.Generation) -> 
             f"dataset store {path} was replaced (republished) since it was first opened; "
             "rerun the command to read the new store."
         )
-    return store
+    return store if fold is None else store.with_fold(fold)

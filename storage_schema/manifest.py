@@ -1,4 +1,9 @@
-"""The Parquet manifest: one row per image of a prepared dataset, in store order."""
+"""The Parquet manifest: one row per image of a prepared dataset, in store order.
+
+An optional ``fold`` column (int32, one cross-validation fold per image, written by
+``plc prepare --folds K``) follows the base columns when present; a manifest without it is
+unchanged (same columns, same hash), so no schema version changes.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,11 @@ MANIFEST_SCHEMA: pa.Schema = pa.schema(
     ]
 )
 _FIELDS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
+FOLD_FIELD: pa.Field = pa.field("fold", pa.int32(), nullable=False)  # optional column
+
+
+def _schema(with_fold: bool) -> pa.Schema:
+    return MANIFEST_SCHEMA.append(FOLD_FIELD) if with_fold else MANIFEST_SCHEMA
 
 
 def _is_int(v: object) -> bool:
@@ -103,18 +113,26 @@ _CHECKS: dict[str, Callable[[object], str | None]] = {
 }
 
 
-def _record_problems(rec: Any) -> list[str]:
+def _check_fold(v: object) -> str | None:
+    ok = _is_int(v) and 0 <= int(v) < 2**31
+    return None if ok else f"must be a non-negative int, got {v!r}"
+
+
+def _record_problems(rec: Any, with_fold: bool = False) -> list[str]:
     """Every problem of one record, each naming the field."""
     if not isinstance(rec, dict):
         return [f"must be a dict, got {type(rec).__name__}"]
-    missing = [f for f in _FIELDS if f not in rec]
-    unknown = sorted(set(rec) - set(_FIELDS))
+    fields = (*_FIELDS, "fold") if with_fold else _FIELDS
+    missing = [f for f in fields if f not in rec]
+    unknown = sorted(set(rec) - set(fields))
     problems = [f"field '{f}' is missing" for f in missing]
     problems += [f"field '{f}' is not in the manifest schema" for f in unknown]
     for name, check in _CHECKS.items():
         msg = check(rec[name]) if name in rec else None
         if msg:
             problems.append(f"field '{name}' {msg}")
+    if with_fold and "fold" in rec and (msg := _check_fold(rec["fold"])):
+        problems.append(f"field 'fold' {msg}")
     if not problems and (rec["mask_path"] is None) != (rec["mask_sha256"] is None):
         problems.append("fields 'mask_path' and 'mask_sha256' must be both set or both None")
     if not problems and rec["empty_mask"] and float(rec["fg_fraction"]) != 0.0:
@@ -126,19 +144,22 @@ def build_manifest(records: list[dict]) -> pa.Table:
     """Validate manifest records and build the table in ``MANIFEST_SCHEMA``.
 
     Args:
-        records: one dict per image, in store order, with exactly the schema's fields.
+        records: one dict per image, in store order, with exactly the schema's fields; when
+            the first record has a ``fold``, every record must have one.
 
     Returns:
-        A ``pa.Table`` with ``MANIFEST_SCHEMA`` and ``len(records)`` rows.
+        A ``pa.Table`` with ``MANIFEST_SCHEMA`` (plus ``fold`` last when given) and
+        ``len(records)`` rows.
 
     Raises:
         StoreError: listing every bad record and field (and duplicate ids), one per line.
     """
     problems: list[str] = []
     seen: dict[str, int] = {}
+    with_fold = bool(records) and isinstance(records[0], dict) and "fold" in records[0]
     for i, rec in enumerate(records):
         label = f"record {i}" + (f" (id {rec.get('id')!r})" if isinstance(rec, dict) else "")
-        problems += [f"{label}: {p}" for p in _record_problems(rec)]
+        problems += [f"{label}: {p}" for p in _record_problems(rec, with_fold)]
         rid = rec.get("id") if isinstance(rec, dict) else None
         if isinstance(rid, str) and rid in seen:
             problems.append(f"{label}: field 'id' duplicates record {seen[rid]}")
@@ -148,13 +169,17 @@ def build_manifest(records: list[dict]) -> pa.Table:
         raise StoreError.from_problems(
             f"manifest has {len(problems)} problem(s); fix the records:", problems
         )
-    columns = {f: [rec[f] for rec in records] for f in _FIELDS}
+    schema = _schema(with_fold)
+    columns = {f: [rec[f] for rec in records] for f in schema.names}
     columns["empty_mask"] = [bool(v) for v in columns["empty_mask"]]
-    return pa.table(columns, schema=MANIFEST_SCHEMA)
+    if with_fold:
+        columns["fold"] = [int(v) for v in columns["fold"]]
+    return pa.table(columns, schema=schema)
 
 
 def check_manifest_table(table: pa.Table, what: str = "manifest") -> pa.Table:
-    """Return ``table`` cast to ``MANIFEST_SCHEMA`` column order; refuse missing columns."""
+    """Return ``table`` cast to ``MANIFEST_SCHEMA`` column order (then ``fold`` when it has
+    one); refuse missing columns."""
     if not isinstance(table, pa.Table):
         raise StoreError(
             f"{what} must be a pyarrow Table built by build_manifest, got {type(table).__name__}."
@@ -164,8 +189,9 @@ def check_manifest_table(table: pa.Table, what: str = "manifest") -> pa.Table:
         raise StoreError(
             f"{what} lacks column(s) {', '.join(missing)}; rebuild it with build_manifest."
         )
+    schema = _schema("fold" in table.column_names)
     try:
-        return table.select(list(_FIELDS)).cast(MANIFEST_SCHEMA)
+        return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as err:
         raise StoreError(
             f"{what} does not match the manifest schema ({err}); rebuild it with build_manifest."
@@ -176,13 +202,19 @@ def manifest_sha256(table: pa.Table) -> str:
     """SHA-256 (hex) of the manifest content, independent of chunking and column order.
 
     The hash covers the schema's field names and types and every value, column by column in
-    schema order, through a canonical JSON text.
+    schema order, through a canonical JSON text; a ``fold`` column, when present, is covered
+    too (a manifest without one hashes as before it existed).
     """
     t = check_manifest_table(table)
     h = hashlib.sha256()
-    header = [[f.name, str(f.type)] for f in MANIFEST_SCHEMA]
+    header = [[f.name, str(f.type)] for f in t.schema]
     h.update(json.dumps(header, separators=(",", ":")).encode())
-    for name in _FIELDS:
+    for name in t.schema.names:
         values = t.column(name).to_pylist()
         h.update(json.dumps([name, values], separators=(",", ":")).encode())
     return h.hexdigest()
+
+
+def manifest_folds(table: pa.Table) -> list[int] | None:
+    """The ``fold`` of every image in store order, or None for a manifest without folds."""
+    return table.column("fold").to_pylist() if "fold" in table.column_names else None
