@@ -135,13 +135,14 @@ def train_segmenter(
     if val is not None:
         if num_classes is None:
             raise ValueError("train_segmenter needs num_classes to score the validation images.")
-        evaluate = _val_dice(val, num_classes, batch_size, device)
+        evaluate = val_dice(val, num_classes, batch_size, device)
     return fit(model, batches, step, train_cfg, steps_per_epoch=steps, evaluate=evaluate, desc=desc)
 
 
-def _val_dice(
+def val_dice(
     val: SplitData, num_classes: int, batch_size: int, device: torch.device
 ) -> Callable[[nn.Module], dict[str, float]]:
+    """``fit``'s ``evaluate``: the mean per-image Dice on ``val`` as ``{"val_dice": ...}``."""
     from stages.evaluate import evaluate_model
 
     def evaluate(model: nn.Module) -> dict[str, float]:
@@ -167,11 +168,18 @@ def stable_history(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 def make_train_config(cfg: Any) -> Any:
-    """The pipeline TrainConfig of a stage config with epochs, lr, seed, progress, device."""
+    """The pipeline TrainConfig of a stage config (``stages.configs.TrainOptions``)."""
     from pipeline.train import TrainConfig
 
     return TrainConfig(
-        epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, device=cfg.device
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        device=cfg.device,
+        warmup_steps=cfg.warmup_steps,
+        ema_decay=cfg.ema_decay,
+        grad_clip=cfg.grad_clip or None,  # 0 on the CLI: no clipping
     )
 
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.variants import DISTILL_CHOICES
 from stages import paths
 from stages.options import StageConfig, option
 
@@ -41,12 +42,6 @@ def _search_backends() -> list[str]:
     return list(BACKENDS)
 
 
-def _variant_choices() -> list[str]:
-    from stages.distill import VARIANT_CHOICES
-
-    return list(VARIANT_CHOICES)
-
-
 def _progress() -> bool:
     return option(True, help="Show progress bars (--no-progress hides them).", runtime=True)
 
@@ -70,6 +65,15 @@ def _fold() -> int | None:
         "folds, test on fold F; default paths gain fold<F> (models/<ds>/fold<F>/, "
         "labels/<ds>-fold<F>.zarr). Default: the stored split.",
         ge=0,
+    )
+
+
+def _init() -> Path | None:
+    return option(
+        None,
+        help="Initial weights: TransUNet's official R50+ViT-B_16.npz (ImageNet-21k; "
+        "--model transunet) or a state_dict / plc checkpoint of the same network. "
+        "Default: random.",
     )
 
 
@@ -170,6 +174,39 @@ class TrainOptions(StageConfig):
     seed: int = _seed()
     fold: int | None = _fold()
     augment: bool = option(True, help="Geometric + photometric augmentation.")
+    # the training recipe (issue 9; defaults measured in reports/recipe.md)
+    steps_per_epoch: int = option(
+        250,
+        help="Optimizer steps per epoch whatever the dataset's size (nnU-Net: 250); "
+        "0: one pass over the train split per epoch (the old behaviour).",
+        ge=0,
+    )
+    warmup_steps: int = option(30, help="Linear LR warmup steps; 0: none.", ge=0)
+    ema_decay: float = option(
+        0.99,
+        help="Decay of the EMA of the weights that is evaluated and saved; 0: no EMA.",
+        ge=0,
+        lt=1,
+    )
+    grad_clip: float = option(1.0, help="Max global gradient norm; 0: no clipping.", ge=0)
+    foreground_fraction: float = option(
+        0.5,
+        help="Share of sampled images with foreground, small lesions first; 0: uniform.",
+        ge=0,
+        le=1,
+    )
+    val_fraction: float = option(
+        0.0,
+        help="Seeded share of the train split held out for val Dice per epoch (curve.csv).",
+        ge=0,
+        lt=1,
+    )
+    allow_weak_teacher: bool = option(
+        False,
+        help="Go on when the trained network fails the training check (train-split Dice "
+        "below 0.25 or one class everywhere).",
+        runtime=True,
+    )
     device: str = _device()
     force: bool = _force()
     progress: bool = _progress()
@@ -183,6 +220,7 @@ class TeacherConfig(TrainOptions):
     data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
     out: Path | None = option(None, help="Checkpoint (default models/<dataset>/teacher.pt).")
     model: str = option("transunet", help="Registry name (see `plc models`).", choices=_models)
+    init: Path | None = _init()
 
     @property
     def data_path(self) -> Path:
@@ -209,6 +247,7 @@ class AssistantConfig(TrainOptions):
     model: str | None = option(  # None: the teacher's architecture (paper: same as T)
         None, help="Registry name; default: the teacher's.", choices=_models
     )
+    init: Path | None = _init()
     fig_queue_len: int = option(65536, help="FIG queue length M = N.", ge=1)
     fig_pixels_per_image: int = option(256, help="FIG pixels pushed per image (k).", ge=1)
     fig_real_fraction: float = option(0.0, help="Share of real images in FIG batches.", ge=0, lt=1)
@@ -248,6 +287,9 @@ class PrecomputeConfig(StageConfig):
         "auto", help="SC nearest-neighbour search.", choices=_search_backends
     )
     sc_smoothing: float = option(0.1, help="ε of the last-resort smoothed one-hot.", ge=0, lt=0.5)
+    gt_smoothing: float = option(
+        0.1, help="ε of the gt_smooth control (label-smoothed GT).", ge=0, lt=0.5
+    )
     bank_per_class: int = option(64, help="Correct pixels per image and class in the bank.", ge=1)
     seed: int = _seed()
     fold: int | None = _fold()
@@ -255,12 +297,41 @@ class PrecomputeConfig(StageConfig):
     scheduler: str | None = option(
         None, help="Dask scheduler address tcp://host:port.", runtime=True
     )
+    gpu: bool = option(
+        False,
+        help="Dask: each task requests resources={'GPU': 1}; start the workers with "
+        "`dask worker --resources GPU=1` (one task per GPU at a time).",
+        runtime=True,
+    )
+    task_timeout: float = option(
+        600.0,
+        help="Dask: seconds to wait for a worker able to run the tasks before failing.",
+        gt=0,
+        runtime=True,
+    )
     cache_mb: int = option(
-        4096, help="Memory for pass-1 outputs kept for deferred shards (MB).", ge=0, runtime=True
+        4096,
+        help="In-process: memory (MB) for pass-1 outputs of shards that wait for the "
+        "cross-image bank; beyond it they are recomputed (Dask always recomputes).",
+        ge=0,
+        runtime=True,
+    )
+    resume: bool = option(
+        False,
+        help="Continue an interrupted run (<out>.writing) from its pending shards.",
+        runtime=True,
     )
     device: str = _device()
     force: bool = _force()
     progress: bool = _progress()
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.gpu and not (self.scheduler or self.workers):
+            out.append("--gpu requests Dask resources: use it with --scheduler or --workers.")
+        if self.resume and self.force:
+            out.append("--resume continues a run and --force starts over: pass only one.")
+        return out
 
     def inputs(self) -> dict[str, Path]:
         """The four input artifacts with their conventional defaults."""
@@ -290,13 +361,20 @@ class DistillConfig(TrainOptions):
     variant: str = option(
         "plc",
         help="Label variant to distill ('none': the student alone).",
-        choices=_variant_choices,
+        choices=DISTILL_CHOICES,  # the variant table (pipeline.variants is torch-free)
     )
     loss: str = option("kd", help="Response loss.", choices=LOSSES)
     student: str = option("unet", help="Registry name (see `plc models`).", choices=_models)
     lam: float = option(1.0, help="Weight λ of the KD term.", flag="--lambda", ge=0)
     tau: float = option(1.0, help="Temperature τ.", gt=0)
     live: bool = option(False, help="Compute labels with the team every step.")
+    num_workers: int = option(
+        2,
+        help="DataLoader worker processes reading the stores (0: read in the training "
+        "process); measured in BENCHMARKS.md.",
+        ge=0,
+        runtime=True,
+    )
 
     def problems(self) -> list[str]:
         if self.live and self.variant == "none":

@@ -15,9 +15,13 @@ from stages.common import (
     augmentation,
     checkpoint_is_current,
     config_dict,
+    init_sha256,
     make_train_config,
+    split_validation,
     stable_history,
     train_segmenter,
+    val_dice,
+    write_curve,
 )
 from stages.configs import AssistantConfig
 from stages.data import SplitData, epoch_batches, load_split, open_store
@@ -93,9 +97,20 @@ class FalsePixelBatches:
             "raise --fig-fill-passes or use a teacher trained for fewer epochs."
         )
 
+    def _indices(self, epoch: int) -> Iterator[torch.Tensor]:
+        from pipeline.sampling import foreground_weights, step_batches
+
+        n, bs, steps = len(self.data), self.cfg.batch_size, self.cfg.steps_per_epoch
+        if steps == 0:  # the old behaviour: one pass over the split
+            yield from epoch_batches(n, bs, epoch, self.cfg.seed, drop_last=True)
+            return
+        weights = foreground_weights(self.data.masks.numpy(), self.cfg.foreground_fraction)
+        for idx in step_batches(n, bs, steps, epoch, self.cfg.seed, weights):
+            yield torch.from_numpy(idx)
+
     def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, bs = len(self.data), self.cfg.batch_size
-        for idx in epoch_batches(n, bs, epoch, self.cfg.seed, drop_last=True):
+        n = len(self.data)
+        for idx in self._indices(epoch):
             images, masks = self._real(idx)
             self._observe(images, masks)  # generation ...
             mask_idx = torch.randint(0, n, (len(idx),), generator=self.generator)
@@ -107,11 +122,14 @@ def run(cfg: AssistantConfig) -> Path:
     """Train one assistant; a no-op when its checkpoint exists with the same config."""
     from pipeline.checkpoint import build_from_checkpoint, file_sha256, save_checkpoint
     from pipeline.losses import seg_loss
+    from pipeline.models.pretrained import load_init
     from pipeline.models.registry import build_model
     from pipeline.train import fit, resolve_device, seed_everything
+    from stages.checks import check_training
 
     out = cfg.out_path
-    if checkpoint_is_current(out, cfg, cfg.force):
+    init_sha = init_sha256(cfg.init)
+    if checkpoint_is_current(out, cfg, cfg.force, init_sha):
         logger.info("assistant %s is up to date (same config); use --force to retrain", out)
         return out
     store = open_store(cfg.data_path, cfg.fold)
@@ -126,8 +144,11 @@ def run(cfg: AssistantConfig) -> Path:
     n_classes, size = len(store.classes), store.size[0]
     seed_everything(cfg.seed)
     model = build_model(model_name, num_classes=n_classes, img_size=size)
-    train = load_split(store, "train")
+    if cfg.init is not None:
+        load_init(model, cfg.init)
+    train, val = split_validation(load_split(store, "train"), cfg.val_fraction)
     train_cfg = make_train_config(cfg)
+    device = resolve_device(cfg.device)
     if cfg.kind == "boundary":
         history = train_segmenter(
             model,
@@ -136,9 +157,12 @@ def run(cfg: AssistantConfig) -> Path:
             batch_size=cfg.batch_size,
             transform=_boundary_transform(cfg, size, n_classes),
             desc="assistant (BT)",
+            steps_per_epoch=cfg.steps_per_epoch,
+            foreground_fraction=cfg.foreground_fraction,
+            val=val,
+            num_classes=n_classes,
         )
     else:
-        device = resolve_device(cfg.device)
         fig = FalsePixelBatches(cfg, teacher.to(device), train, n_classes)
         fig.fill()
         history = fit(
@@ -146,13 +170,24 @@ def run(cfg: AssistantConfig) -> Path:
             fig,
             lambda net, b: {"loss": seg_loss(net(b[0]), b[1])},
             train_cfg,
-            steps_per_epoch=max(1, len(train) // cfg.batch_size),
+            steps_per_epoch=cfg.steps_per_epoch or max(1, len(train) // cfg.batch_size),
+            evaluate=None if val is None else val_dice(val, n_classes, cfg.batch_size, device),
             desc="assistant (FIG)",
         )
+    check = check_training(
+        model,
+        train,
+        store.classes,
+        f"assistant {cfg.kind} ({model_name})",
+        batch_size=cfg.batch_size,
+        device=device,
+        allow_weak=cfg.allow_weak_teacher,
+    )
     meta = {
         "stage": config_dict(cfg),
         "manifest_sha256": store.manifest_sha256,
         "teacher_sha256": teacher_sha,
+        "init_sha256": init_sha,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
@@ -162,7 +197,12 @@ def run(cfg: AssistantConfig) -> Path:
         num_classes=n_classes,
         img_size=size,
         config=meta,
-        extra={"history": stable_history(history), "role": f"assistant-{cfg.kind}"},
+        extra={
+            "history": stable_history(history),
+            "role": f"assistant-{cfg.kind}",
+            "train_check": check,
+        },
     )
+    write_curve(history, out.with_suffix(".curve.csv"))
     logger.info("assistant (%s) → %s", cfg.kind, out)
     return out

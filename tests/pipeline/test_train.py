@@ -348,7 +348,8 @@ def test_grad_clip_bounds_the_update() -> None:
             epochs=1, lr=1.0, optimizer="sgd", weight_decay=0.0, grad_clip=clip, **QUIET
         )
         fit(model, lambda e: [(images, masks)], _seg_step, cfg)
-        sq = sum(((p - q) ** 2).sum() for p, q in zip(model.parameters(), before, strict=True))
+        params = [p.detach() for p in model.parameters()]
+        sq = sum(((p - q) ** 2).sum() for p, q in zip(params, before, strict=True))
         return float(sq.sqrt())
 
     # the first Nesterov step (momentum 0.9) with lr 1 moves the weights by 1.9 x the

@@ -43,7 +43,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "panel": root / "reports" / "panel.png",
         "root": root,
     }
-    common = ("--no-progress", "--device", "cpu")
+    # recipe (issue 9): a few fixed steps per epoch, val curve; the tiny nets stay weak
+    recipe = ("--steps-per-epoch", 4, "--val-fraction", 0.25, "--allow-weak-teacher")
+    common = ("--no-progress", "--device", "cpu", *recipe)
     plc(
         "prepare",
         "--dataset",
