@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from storage_schema import DatasetStore, LabelStore, open_dataset_store, open_label_store
+from storage_schema.location import is_url
 
 
 @dataclass
@@ -89,7 +90,7 @@ def open_store(path: Path, fold: int | None = None) -> DatasetStore:
     With ``fold``, the store's cross-validation view: ``train`` = the other folds, ``test`` =
     fold ``fold`` (:meth:`~storage_schema.DatasetStore.with_fold`).
     """
-    if not Path(path).exists():
+    if not is_url(str(path)) and not Path(path).exists():
         raise FileNotFoundError(
             f"dataset store not found at {path}: run `plc prepare --dataset ... --out {path}` first."
         )
@@ -115,7 +116,7 @@ def open_labels_with_data(
     ``data`` defaults to the dataset path recorded in the label store's provenance; ``fold``
     must be the fold the label store was computed for (its provenance's ``fold``).
     """
-    if not Path(labels).exists():
+    if not is_url(str(labels)) and not Path(labels).exists():
         raise FileNotFoundError(f"label store not found at {labels}: run `plc precompute` first.")
     unchecked = open_label_store(labels)  # validates schema and status
     built_for = unchecked.provenance.get("fold")
