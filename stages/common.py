@@ -36,8 +36,11 @@ def config_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(out, default=str))
 
 
-def checkpoint_is_current(path: Path, cfg: Any, force: bool) -> bool:
-    """True when ``path`` holds a checkpoint made by the same stage config (rerun = no-op)."""
+def checkpoint_is_current(
+    path: Path, cfg: Any, force: bool, init_sha256: str | None = None
+) -> bool:
+    """True when ``path`` holds a checkpoint made by the same stage config (rerun = no-op)
+    and, with ``--init``, from an init file of the same content (``init_sha256``)."""
     if force or not Path(path).exists():
         return False
     from pipeline.checkpoint import load_checkpoint
@@ -46,7 +49,22 @@ def checkpoint_is_current(path: Path, cfg: Any, force: bool) -> bool:
         meta = load_checkpoint(path)
     except Exception:
         return False
-    return meta.get("config", {}).get("stage") == config_dict(cfg)
+    config = meta.get("config", {})
+    return config.get("stage") == config_dict(cfg) and config.get("init_sha256") == init_sha256
+
+
+def init_sha256(path: Path | None) -> str | None:
+    """SHA-256 of the ``--init`` file, None without one; a missing file is a clear error."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"--init {path} does not exist; pass TransUNet's official R50+ViT-B_16.npz "
+            "(README: Pretrained teachers) or a state_dict / plc checkpoint of the same network."
+        )
+    from pipeline.checkpoint import file_sha256
+
+    return file_sha256(path)
 
 
 def split_validation(data: SplitData, fraction: float) -> tuple[SplitData, SplitData | None]:

@@ -49,6 +49,7 @@ def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store) -> dict:
         nets[role] = {
             "path": str(inputs[role]),
             "sha256": file_sha256(inputs[role]),
+            "init_sha256": meta["config"].get("init_sha256"),  # --init file of that network
             "model_name": meta["model_name"],
             "config": meta["config"],
         }
