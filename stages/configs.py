@@ -58,15 +58,6 @@ def _seed() -> int:
     return option(0, help="Random seed.", ge=0, lt=2**32)
 
 
-def _init() -> Path | None:
-    return option(
-        None,
-        help="Initial weights: TransUNet's official R50+ViT-B_16.npz (ImageNet-21k; "
-        "--model transunet) or a state_dict / plc checkpoint of the same network. "
-        "Default: random.",
-    )
-
-
 def _fold() -> int | None:
     return option(
         None,
