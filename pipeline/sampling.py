@@ -18,7 +18,13 @@ import logging
 
 import numpy as np
 
-__all__ = ["VAL_SEED", "foreground_weights", "step_batches", "validation_indices"]
+__all__ = [
+    "VAL_SEED",
+    "foreground_weights",
+    "foreground_weights_from_counts",
+    "step_batches",
+    "validation_indices",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +78,19 @@ def step_batches(
 
 
 def foreground_weights(masks: np.ndarray, fraction: float) -> np.ndarray | None:
+    """:func:`foreground_weights_from_counts` of the foreground pixels of ``masks``.
+
+    Args:
+        masks: (N, H, W) integer class ids; class 0 is background.
+        fraction: see :func:`foreground_weights_from_counts`.
+    """
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}.")
+    return foreground_weights_from_counts((masks > 0).reshape(len(masks), -1).sum(1), fraction)
+
+
+def foreground_weights_from_counts(counts: np.ndarray, fraction: float) -> np.ndarray | None:
     """Per-image weights so that about ``fraction`` of draws have foreground, small lesions first.
 
     Images with foreground share ``fraction`` of the probability mass, each in proportion to
@@ -79,28 +98,20 @@ def foreground_weights(masks: np.ndarray, fraction: float) -> np.ndarray | None:
     one with a large lesion); images without foreground share the rest equally.
 
     Args:
-        masks: (N, H, W) integer class ids; class 0 is background.
+        counts: (N,) foreground pixels per image (>= 0).
         fraction: probability of drawing an image with foreground, in [0, 1]; 0 means
             uniform sampling (returns None).
 
     Returns:
-        (N,) float64 weights summing to 1, or None for uniform sampling (``fraction`` 0,
-        or every image / no image has foreground, where weighting changes nothing useful).
+        (N,) float64 weights summing to 1, or None for uniform sampling (``fraction`` 0, or
+        no image has foreground). When every image has foreground, ``fraction`` no longer
+        matters and only the small-lesion weighting remains.
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}.")
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}.")
-    fg = (masks > 0).reshape(len(masks), -1).sum(1)  # (N,) foreground pixels per image
-    return foreground_weights_from_counts(fg, fraction)
-
-
-def foreground_weights_from_counts(fg: np.ndarray, fraction: float) -> np.ndarray | None:
-    """:func:`foreground_weights` from (N,) foreground pixel counts (masks read elsewhere)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}.")
-    fg = np.asarray(fg)
+    fg = np.asarray(counts, dtype=np.float64)
+    if fg.ndim != 1 or np.any(fg < 0):
+        raise ValueError(f"counts must be (N,) and >= 0, got shape {fg.shape}.")
     has = fg > 0
     if fraction == 0.0 or not has.any():
         return None

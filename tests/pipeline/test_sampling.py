@@ -8,7 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.sampling import foreground_weights, step_batches
+from pipeline.sampling import (
+    foreground_weights,
+    foreground_weights_from_counts,
+    step_batches,
+    validation_indices,
+)
 
 
 def test_steps_and_batch_size_do_not_depend_on_dataset_size() -> None:
@@ -83,3 +88,24 @@ def test_foreground_weights_favour_small_lesions() -> None:
     assert foreground_weights(np.zeros((2, 3, 3), dtype=np.int64), 0.5) is None
     with pytest.raises(ValueError, match="fraction must be in"):
         foreground_weights(masks, 1.5)
+
+
+def test_weights_from_counts_match_weights_from_masks() -> None:
+    counts = np.array([1, 4, 0, 0])
+    assert foreground_weights_from_counts(counts, 0.5) == pytest.approx([1 / 3, 1 / 6, 0.25, 0.25])
+    every = foreground_weights_from_counts(np.array([1, 4]), 0.3)  # all have foreground
+    assert every == pytest.approx([2 / 3, 1 / 3])
+    with pytest.raises(ValueError, match="counts must be"):
+        foreground_weights_from_counts(np.array([-1, 2]), 0.5)
+
+
+def test_validation_indices_are_seeded_sorted_and_leave_training_images() -> None:
+    val = validation_indices(20, 0.25)
+    assert val.tolist() == sorted(val.tolist()) and len(val) == 5
+    assert np.array_equal(val, validation_indices(20, 0.25))  # same subset every call
+    assert not np.array_equal(val, validation_indices(20, 0.25, seed=1))
+    assert len(validation_indices(3, 0.01)) == 1 and len(validation_indices(3, 0.99)) == 2
+    with pytest.raises(ValueError, match="val fraction must be in"):
+        validation_indices(10, 0.0)
+    with pytest.raises(ValueError, match="needs >= 2 training images"):
+        validation_indices(1, 0.5)
