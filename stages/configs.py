@@ -92,6 +92,33 @@ class PrepareConfig(StageConfig):
     seed: int = _seed()
     count: int = option(200, help="Number of images (synthetic only).", ge=2)
     include_negatives: bool = option(False, help="Add images without lesions.")
+    mask_suffix: str = option(
+        "",
+        help="Removed from the end of a mask's file stem to give its pairing key (folder, "
+        "glob): masks <stem>_lesion.png pair with images <stem>.jpg via --mask-suffix _lesion.",
+    )
+    image_suffix: str = option(
+        "", help="Removed from the end of an image's file stem to give its key (folder, glob)."
+    )
+    images: str | None = option(
+        None,
+        help="Glob of the image files relative to --root, e.g. '*/*_Dermoscopic_Image/*.bmp' (glob).",
+    )
+    masks: str | None = option(
+        None, help="Glob of the mask files relative to --root, e.g. '*/*_lesion/*.bmp' (glob)."
+    )
+    classes: str | None = option(
+        None,
+        help="Multi-class masks: class=value in class-id order, background first, e.g. "
+        "'background=0,lesion_a=1,lesion_b=2', or colours 'background=#000000,a=#ff0000'. "
+        "Default: binary masks, thresholded.",
+    )
+    synthetic_classes: int = option(
+        2,
+        help="Classes of the synthetic data, background included (3: two lesion types).",
+        ge=2,
+        le=6,
+    )
     folds: int = option(
         0,
         help="Cross-validation folds K: a fold per image in the manifest, stratified by "
@@ -131,7 +158,51 @@ class PrepareConfig(StageConfig):
         if self.include_negatives and layout.negatives is None:
             allowed = ", ".join(name for name, lay in LAYOUTS.items() if lay.negatives)
             out.append(f"--include-negatives is only supported by dataset(s): {allowed}.")
+        return out + self._naming_problems(layout) + self._class_problems(layout)
+
+    def _naming_problems(self, layout) -> list[str]:
+        from stages.readers import LAYOUTS
+
+        out = []
+        for name in ("mask_suffix", "image_suffix", "images", "masks"):
+            if getattr(self, name) not in ("", None) and name not in layout.naming:
+                allowed = ", ".join(n for n, lay in LAYOUTS.items() if name in lay.naming)
+                flag = "--" + name.replace("_", "-")
+                out.append(f"{flag} is only for --dataset {allowed}, not '{self.dataset}'.")
+        if "images" in layout.naming and not (self.images and self.masks):
+            out.append(
+                f"--dataset {self.dataset} needs --images GLOB and --masks GLOB (relative to "
+                "--root), e.g. --images 'images/*.jpg' --masks 'masks/*.png'."
+            )
         return out
+
+    def _class_problems(self, layout) -> list[str]:
+        if self.classes is not None and not layout.needs_root:
+            return [f"--classes maps mask files; for '{self.dataset}' use --synthetic-classes."]
+        if self.synthetic_classes != 2 and layout.needs_root:
+            return ["--synthetic-classes is only for --dataset synthetic; use --classes."]
+        if self.classes is None:
+            return []
+        from stages.readers import parse_classes
+
+        try:
+            parse_classes(self.classes)
+        except ValueError as err:
+            return [str(err)]
+        return []
+
+    def class_names(self) -> tuple[str, ...]:
+        """The store's class names: from --classes, the synthetic count, or the layout."""
+        from stages.readers import LAYOUTS, parse_classes
+
+        if self.classes is not None:
+            return parse_classes(self.classes).names
+        if self.synthetic_classes > 2:
+            return (
+                "background",
+                *(f"lesion_{chr(97 + i)}" for i in range(self.synthetic_classes - 1)),
+            )
+        return LAYOUTS[self.dataset].classes
 
     def identity(self) -> dict:
         """The fields that decide the store's content (not where it goes or how it is run)."""
@@ -148,7 +219,27 @@ class PrepareConfig(StageConfig):
             "include_negatives": self.include_negatives,
             # only with folds, so a store prepared without them keeps its digest
             **({"folds": self.folds, "fold_seed": self.fold_seed_value} if self.folds else {}),
+            # likewise only when set: naming and classes change which files pair and the masks
+            **{k: v for k, v in self._naming_and_classes().items() if v not in ("", None, 2)},
         }
+
+    def _naming_and_classes(self) -> dict:
+        from stages.readers import parse_classes
+
+        return {
+            "mask_suffix": self.mask_suffix,
+            "image_suffix": self.image_suffix,
+            "images": self.images,
+            "masks": self.masks,
+            "classes": parse_classes(self.classes).spec() if self.classes else None,
+            "synthetic_classes": self.synthetic_classes,
+        }
+
+    def naming(self):
+        """The readers' :class:`~stages.readers.Naming` of these options."""
+        from stages.readers import Naming
+
+        return Naming(self.image_suffix, self.mask_suffix, self.images, self.masks)
 
     @property
     def fold_seed_value(self) -> int:

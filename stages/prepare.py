@@ -1,8 +1,9 @@
 """Stage `prepare`: a raw dataset folder (or the synthetic generator) → ``data/<ds>.zarr``.
 
 Every file is read and checked before anything is written; all problems are reported in
-one :class:`~stages.readers.DatasetError`. Images are normalised to RGB uint8 and masks
-to {0, 1}, both resized to ``size × size``; the manifest records each source file's
+one :class:`~stages.readers.DatasetError` (headed by one line saying which option would
+pair the files when nothing paired). Images are normalised to RGB uint8 and masks to
+class ids ({0, 1}, or through a ``--classes`` map), both resized to ``size × size``; the manifest records each source file's
 SHA-256, original size, foreground fraction, split and flags. Rerunning with the same
 config is a no-op (the config hash is stored in the store's ``source``).
 """
@@ -24,12 +25,14 @@ from stages.outputs import check_writable, unwritable
 from stages.progress import track
 from stages.readers import (
     LAYOUTS,
+    ClassMap,
     DatasetError,
     Layout,
     LoadedPair,
     Problem,
     RawPair,
     load_pair,
+    parse_classes,
     seeded_split,
 )
 from stages.readers.imageio import quiet_opencv
@@ -80,7 +83,7 @@ def run(cfg: PrepareConfig) -> Path:
             masks=masks,
             manifest=build_manifest(records),
             name=cfg.out.stem,
-            classes=list(layout.classes),
+            classes=list(cfg.class_names()),
             source=source,
             overwrite=cfg.overwrite,
         )
@@ -115,35 +118,40 @@ def _up_to_date(cfg: PrepareConfig) -> bool:
 def _from_files(cfg: PrepareConfig, layout: Layout) -> Prepared:
     """Scan, read and check every file; raise one DatasetError or return the arrays."""
     assert cfg.root is not None  # checked by PrepareConfig
-    listing = layout.scan(cfg.root, cfg.include_negatives)
+    listing = layout.scan(cfg.root, cfg.include_negatives, cfg.naming())
     pairs = listing.pairs
     splits = seeded_split(pairs, cfg.split, cfg.seed)
     images = np.zeros((len(pairs), cfg.size, cfg.size, 3), np.uint8)
     masks = np.zeros((len(pairs), cfg.size, cfg.size), np.uint8)
     records: list[dict] = []
     problems = list(listing.problems)
-    for index, (loaded, found) in enumerate(_load_all(pairs, cfg.size, cfg.progress)):
+    class_map = parse_classes(cfg.classes) if cfg.classes else None
+    for index, (loaded, found) in enumerate(_load_all(pairs, cfg, class_map)):
         problems += found
         if loaded is not None and not problems:  # stop keeping arrays once anything failed
             images[index], masks[index] = loaded.image, loaded.mask
             records.append(_record(pairs[index], loaded, splits[index], cfg.root))
     if problems:
-        raise DatasetError(
-            f"dataset '{cfg.dataset}' at {cfg.root} has {len(problems)} problem(s); "
-            "fix them and rerun (nothing was written):",
-            problems,
+        where = f"dataset '{cfg.dataset}' at {cfg.root}"
+        header = (
+            f"{where}: {listing.hint}; {len(problems)} problem(s) below, nothing was written:"
+            if listing.hint  # nothing paired: say so, and which option pairs them, first
+            else f"{where} has {len(problems)} problem(s); fix them and rerun (nothing was "
+            "written):"
         )
+        raise DatasetError(header, problems)
     return images, masks, records, sum(p.split is not None for p in pairs)
 
 
 def _load_all(
-    pairs: Sequence[RawPair], size: int, progress: bool
+    pairs: Sequence[RawPair], cfg: PrepareConfig, class_map: ClassMap | None
 ) -> Iterator[tuple[LoadedPair | None, list[Problem]]]:
     """Load the pairs in order on a few threads (decoding releases the GIL)."""
     workers = max(1, min(_MAX_WORKERS, os.cpu_count() or 1))
+    n = len(pairs)
     with quiet_opencv(), ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(load_pair, pairs, [size] * len(pairs))
-        yield from track(results, "checking files", total=len(pairs), enabled=progress)
+        results = pool.map(load_pair, pairs, [cfg.size] * n, [class_map] * n)
+        yield from track(results, "checking files", total=n, enabled=cfg.progress)
 
 
 def _record(pair: RawPair, loaded: LoadedPair, split: str, root: Path) -> dict:
@@ -165,7 +173,9 @@ def _record(pair: RawPair, loaded: LoadedPair, split: str, root: Path) -> dict:
 
 def _synthetic(cfg: PrepareConfig) -> Prepared:
     """Generate ``count`` images; empty samples are split as their own stratum."""
-    images, masks = generate_dataset(cfg.count, cfg.size, cfg.seed)
+    images, masks = generate_dataset(
+        cfg.count, cfg.size, cfg.seed, num_classes=cfg.synthetic_classes
+    )
     ids = [f"synth_{i:05d}" for i in range(cfg.count)]
     empty = ~masks.reshape(cfg.count, -1).any(axis=1)  # (N, H, W) -> (N, H*W) -> (N,)
     strata = [
@@ -175,7 +185,7 @@ def _synthetic(cfg: PrepareConfig) -> Prepared:
     splits = seeded_split(strata, cfg.split, cfg.seed)
     records = []
     for index, sample_id in enumerate(ids):
-        fg = float(masks[index].mean())
+        fg = float(np.count_nonzero(masks[index])) / masks[index].size
         records.append(
             {
                 "id": sample_id,
