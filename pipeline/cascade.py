@@ -1,16 +1,24 @@
-"""The correction cascade: Y^I (teacher) -> Y^F (TA_f) -> Y^B (TA_b) -> Y^U (SC).
+"""The correction cascade, driven by the variant table of :mod:`pipeline.variants`.
 
 Rule "replace-if-correct": an assistant's vector replaces the previous one only where the
 previous argmax is wrong and the assistant's is right, so a correct pixel never turns wrong.
-All maps are softmax probabilities (B, C, H, W); argmax ties resolve to the lowest class.
-The SC names are re-exported from :mod:`pipeline.sc`.
+Y^I (teacher) -> Y^F (+TA_f) -> Y^B (+TA_b) -> Y^U (SC). All maps are softmax probabilities
+(B, C, H, W); argmax ties resolve to the lowest class. The SC names are re-exported from
+:mod:`pipeline.sc`.
+
+A batch goes through two steps so that a caller can decide between them whether SC needs the
+cross-image bank: :func:`cascade` (every map before SC, with its correct-pixel mask) and
+:func:`finish` (SC and the controls). :func:`build_variants` runs both.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from pipeline.check import check_same_shape, check_shape, class_argmax
 from pipeline.sc import (
@@ -23,19 +31,24 @@ from pipeline.sc import (
     similarity_correct,
     smoothed_onehot,
 )
-from storage_schema import VARIANTS  # one definition, shared with the label store
+from pipeline.variants import ASSISTANTS, VARIANTS, Variant, sc_base, sc_bases
 
 __all__ = [
     "SC_COUNT_KEYS",
     "VARIANTS",
+    "Cascade",
     "ClassBank",
     "SCConfig",
     "build_variants",
+    "cascade",
+    "control_map",
     "count_false",
     "false_pixels",
+    "finish",
     "needs_bank",
     "replace_if_correct",
     "sample_correct_pixels",
+    "sc_bases",
     "similarity_correct",
     "smoothed_onehot",
 ]
@@ -43,11 +56,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _check_probs_gt(probs: torch.Tensor, gt: torch.Tensor, name: str = "probs") -> None:
+def _check_probs_gt(probs: torch.Tensor, gt: torch.Tensor, name: str = "probs") -> dict[str, int]:
     """Shapes (B, C, H, W) and (B, H, W) that agree, GT ids in [0, C)."""
     sizes = check_shape(probs, "B C H W", name)
     check_shape(gt, f"{sizes['B']} {sizes['H']} {sizes['W']}", "gt")
     check_label_map(gt, sizes["C"])
+    return sizes
 
 
 def false_pixels(probs: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -59,6 +73,22 @@ def false_pixels(probs: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 def count_false(probs: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """(B,) int64 number of false pixels per image."""
     return false_pixels(probs, gt).flatten(1).sum(dim=1)
+
+
+def _ric(
+    y_prev: torch.Tensor,
+    right_prev: torch.Tensor,
+    y_assist: torch.Tensor,
+    right_assist: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace-if-correct from known correct-pixel masks; returns (map, its mask).
+
+    A taken pixel gets the assistant's vector, whose argmax is right, so the new mask is
+    ``right_prev | right_assist`` without another argmax (exact when the dtypes agree).
+    """
+    take = ~right_prev & right_assist  # (B, H, W)
+    out = torch.where(take.unsqueeze(1), y_assist.to(y_prev.dtype), y_prev)
+    return out, right_prev | right_assist
 
 
 def replace_if_correct(
@@ -76,45 +106,170 @@ def replace_if_correct(
     """
     check_same_shape(y_prev, y_assist, ("y_prev", "y_assist"))
     _check_probs_gt(y_prev, gt, "y_prev")
-    take = (class_argmax(y_prev, 1) != gt) & (class_argmax(y_assist, 1) == gt)  # (B, H, W)
-    return torch.where(take.unsqueeze(1), y_assist.to(y_prev.dtype), y_prev)
+    right_prev = class_argmax(y_prev, 1) == gt
+    return _ric(y_prev, right_prev, y_assist, class_argmax(y_assist, 1) == gt)[0]
+
+
+@dataclass
+class Cascade:
+    """The maps before SC of one batch, each with its correct-pixel mask.
+
+    Attributes:
+        maps: variant name -> (B, C, H, W) probabilities, for every team row without SC (the
+            SC bases among them).
+        right: variant name -> (B, H, W) bool, ``argmax == gt``.
+        gt: (B, H, W) long.
+        num_classes: C.
+        dtype: the teacher map's dtype (the controls take it too).
+    """
+
+    maps: dict[str, torch.Tensor]
+    right: dict[str, torch.Tensor]
+    gt: torch.Tensor
+    num_classes: int
+    dtype: torch.dtype
+
+    def needs_bank(self, base: str) -> torch.Tensor:
+        """(B,) bool: SC of map ``base`` needs the cross-image bank for the image."""
+        return needs_bank(self.maps[base], self.gt, self.right[base])
+
+
+def _check_team(
+    p_t: torch.Tensor, assistants: Mapping[str, torch.Tensor], gt: torch.Tensor
+) -> None:
+    _check_probs_gt(p_t, gt, "p_t")
+    unknown = [k for k in assistants if k not in ASSISTANTS]
+    if unknown:
+        raise ValueError(f"unknown assistant maps {unknown}; expected keys {list(ASSISTANTS)}.")
+    for key, p in assistants.items():
+        check_same_shape(p_t, p, ("p_t", f"assistant {key!r}"))
+
+
+def cascade(
+    p_t: torch.Tensor,
+    assistants: Mapping[str, torch.Tensor],
+    gt: torch.Tensor,
+    variants: tuple[Variant, ...] = VARIANTS,
+) -> Cascade:
+    """Every team map before SC that ``variants`` need, computed once per assistant prefix.
+
+    Args:
+        p_t: (B, C, H, W) the teacher's probabilities.
+        assistants: assistant key (``fp``, ``bd``) -> (B, C, H, W) probabilities.
+        gt: (B, H, W) long.
+        variants: the rows to serve (default: the whole table).
+
+    Returns:
+        The maps of the non-SC team rows and of every SC base, with their masks. Inputs are
+        validated once here; each network's correct-pixel mask is computed once.
+    """
+    _check_team(p_t, assistants, gt)
+    needed = {v.name: v for v in variants if v.source == "team" and not v.sc}
+    needed |= {b.name: b for b in (sc_base(v) for v in variants if v.sc)}
+    right_of = {key: class_argmax(p, 1) == gt for key, p in assistants.items()}  # (B, H, W)
+    by_chain: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {
+        (): (p_t, class_argmax(p_t, 1) == gt)
+    }
+
+    def chain(keys: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        if keys not in by_chain:
+            prev, right_prev = chain(keys[:-1])
+            last = keys[-1]
+            if last not in assistants:
+                raise ValueError(
+                    f"the cascade needs assistant map {last!r}; pass it in assistants."
+                )
+            by_chain[keys] = _ric(prev, right_prev, assistants[last], right_of[last])
+        return by_chain[keys]
+
+    maps, right = {}, {}
+    for name, v in needed.items():
+        maps[name], right[name] = chain(v.assistants)
+    return Cascade(maps, right, gt, p_t.shape[1], p_t.dtype)
+
+
+def control_map(
+    variant: Variant, gt: torch.Tensor, num_classes: int, smoothing: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """(B, C, H, W) soft label of a control row: one-hot GT or smoothed one-hot GT."""
+    if variant.source == "gt":
+        onehot = F.one_hot(gt, num_classes).to(dtype)  # (B, H, W, C)
+    elif variant.source == "gt_smooth":
+        onehot = smoothed_onehot(gt.flatten(), num_classes, smoothing, dtype).view(
+            *gt.shape, num_classes
+        )
+    else:
+        raise ValueError(f"variant {variant.name!r} is not a control (source {variant.source!r}).")
+    return onehot.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+
+def finish(
+    casc: Cascade,
+    feats: torch.Tensor,
+    cfg: SCConfig,
+    banks: Mapping[str, ClassBank] | None = None,
+    variants: tuple[Variant, ...] = VARIANTS,
+    gt_smoothing: float = 0.1,
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """Every row of ``variants`` from the cascade: SC rows corrected, controls built.
+
+    Args:
+        casc: the batch's :func:`cascade`.
+        feats: (B, F, H, W) the teacher's features for SC.
+        cfg: SC settings.
+        banks: SC base name -> cross-image bank (on the maps' device), or None.
+        variants: the rows to return, in this order.
+        gt_smoothing: epsilon of ``gt_smooth`` (in [0, 0.5)).
+
+    Returns:
+        (variant -> (B, C, H, W) probabilities, SC row -> per-image counts (B,) of
+        :data:`SC_COUNT_KEYS`).
+    """
+    if not 0.0 <= gt_smoothing < 0.5:
+        raise ValueError(f"gt_smoothing must lie in [0, 0.5); got {gt_smoothing}.")
+    out: dict[str, torch.Tensor] = {}
+    counts: dict[str, dict[str, torch.Tensor]] = {}
+    for v in variants:
+        if v.source != "team":
+            out[v.name] = control_map(v, casc.gt, casc.num_classes, gt_smoothing, casc.dtype)
+        elif v.sc:
+            base = sc_base(v).name
+            bank = banks.get(base) if banks else None
+            out[v.name], counts[v.name] = similarity_correct(
+                casc.maps[base], feats, casc.gt, cfg, bank, right=casc.right[base]
+            )
+        else:
+            out[v.name] = casc.maps[v.name]
+    return out, counts
 
 
 def build_variants(
     p_t: torch.Tensor,
-    p_f: torch.Tensor,
-    p_b: torch.Tensor,
+    assistants: Mapping[str, torch.Tensor],
     feats: torch.Tensor,
     gt: torch.Tensor,
     cfg: SCConfig,
-    bank: ClassBank | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, int]]]:
-    """Every stored soft-label variant (paper Table 2 rows) of a batch.
+    banks: Mapping[str, ClassBank] | None = None,
+    variants: tuple[Variant, ...] = VARIANTS,
+    gt_smoothing: float = 0.1,
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """Every soft-label variant of a batch: :func:`cascade` then :func:`finish`.
 
     Args:
-        p_t, p_f, p_b: (B, C, H, W) softmax probabilities of T, TA_f and TA_b.
+        p_t: (B, C, H, W) softmax probabilities of T.
+        assistants: ``{"fp": P_f, "bd": P_b}``, each (B, C, H, W).
         feats: (B, F, H, W) the teacher's features for SC.
         gt: (B, H, W) long.
         cfg: SC settings.
-        bank: optional cross-image bank for SC.
+        banks: SC base name (:func:`pipeline.variants.sc_bases`) -> cross-image bank.
+        variants: the rows to compute (default: the whole table), returned in this order.
+        gt_smoothing: epsilon of the ``gt_smooth`` control.
 
     Returns:
-        (variants in :data:`VARIANTS` order, SC counts {"teacher_sc": {...}, "plc": {...}}).
+        (variant -> (B, C, H, W), SC row -> per-image counts). With the default table:
         teacher = P_T; teacher_sc = SC(P_T); teacher_fa = Y^F = ric(P_T, P_f);
-        teacher_ba = ric(P_T, P_b); teacher_fa_ba = Y^B = ric(Y^F, P_b); plc = Y^U = SC(Y^B).
+        teacher_ba = ric(P_T, P_b); teacher_fa_ba = Y^B = ric(Y^F, P_b); plc = Y^U = SC(Y^B);
+        gt = one-hot GT; gt_smooth = smoothed one-hot GT.
     """
-    check_same_shape(p_t, p_f, ("p_t", "p_f"))
-    check_same_shape(p_t, p_b, ("p_t", "p_b"))
-    y_f = replace_if_correct(p_t, p_f, gt)
-    y_b = replace_if_correct(y_f, p_b, gt)
-    teacher_sc, info_sc = similarity_correct(p_t, feats, gt, cfg, bank)
-    plc, info_plc = similarity_correct(y_b, feats, gt, cfg, bank)
-    variants = {
-        "teacher": p_t,
-        "teacher_sc": teacher_sc,
-        "teacher_fa": y_f,
-        "teacher_ba": replace_if_correct(p_t, p_b, gt),
-        "teacher_fa_ba": y_b,
-        "plc": plc,
-    }
-    return variants, {"teacher_sc": info_sc, "plc": info_plc}
+    casc = cascade(p_t, assistants, gt, variants)
+    return finish(casc, feats, cfg, banks, variants, gt_smoothing)

@@ -188,79 +188,132 @@ def _bank_entry(
     return bank.features[c].to(device), bank.soft[c].to(device)
 
 
+def check_sc_inputs(
+    probs: torch.Tensor, feats: torch.Tensor, gt: torch.Tensor, right: torch.Tensor | None = None
+) -> dict[str, int]:
+    """Validate one batch of SC inputs once; return the sizes of ``probs`` (B, C, H, W)."""
+    sizes = check_shape(probs, "B C H W", "probs")
+    check_shape(feats, f"{sizes['B']} F {sizes['H']} {sizes['W']}", "feats")
+    check_shape(gt, f"{sizes['B']} {sizes['H']} {sizes['W']}", "gt")
+    if right is not None:
+        check_shape(right, f"{sizes['B']} {sizes['H']} {sizes['W']}", "right")
+    check_label_map(gt, sizes["C"])
+    return sizes
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The pixels of one (image, GT class) of a batch: per-image flat indices, ascending."""
+
+    image: int
+    cls: int
+    wrong: torch.Tensor  # (n_q,) queries
+    right: torch.Tensor  # (n_db,) the in-image database
+
+
+def _wrong_groups(right: torch.Tensor, gt: torch.Tensor, num_classes: int) -> list[_Group]:
+    """Every (image, class) with wrong pixels, from one stable sort of the whole batch.
+
+    Sorting the key ``(image * C + class) * 2 + wrong`` stably keeps pixel order inside each
+    group, so queries and database are in the same ascending order as a per-image
+    ``nonzero`` (the neighbour search then breaks ties the same way).
+    """
+    n_img, hw = gt.shape[0], gt[0].numel()
+    image = torch.arange(n_img, device=gt.device).repeat_interleave(hw)  # (B*H*W,)
+    wrong = (~right).flatten().long()  # (B*H*W,)
+    key = (image * num_classes + gt.flatten()) * 2 + wrong  # (B*H*W,)
+    order = torch.sort(key, stable=True).indices  # (B*H*W,) flat batch indices
+    counts = torch.bincount(key, minlength=n_img * num_classes * 2).tolist()  # one host sync
+    groups, start = [], 0
+    for g in range(n_img * num_classes):
+        n_right, n_wrong = counts[2 * g], counts[2 * g + 1]
+        if n_wrong:
+            b, c = divmod(g, num_classes)
+            idx = order[start : start + n_right + n_wrong] - b * hw  # per-image indices
+            groups.append(_Group(b, c, idx[n_right:], idx[:n_right]))
+        start += n_right + n_wrong
+    return groups
+
+
 def similarity_correct(
     probs: torch.Tensor,
     feats: torch.Tensor,
     gt: torch.Tensor,
     cfg: SCConfig,
     bank: ClassBank | None = None,
-) -> tuple[torch.Tensor, dict[str, int]]:
+    right: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Correct every false pixel by copying its nearest correct pixel's soft vector.
+
+    The whole batch is validated once and grouped by (image, class) with one sort; the
+    search stays per group (queries of class c in image b against the correct class-c pixels
+    of image b only), so the neighbours are those of a per-image, per-class search.
 
     Args:
         probs: (B, C, H, W) probabilities.
         feats: (B, F, H, W) teacher features at the same resolution.
         gt: (B, H, W) long.
         cfg: backend, smoothing and bank use.
-        bank: optional cross-image bank for classes with no correct pixel in an image.
+        bank: optional cross-image bank for classes with no correct pixel in an image (move
+            it to ``probs.device`` once beforehand: :meth:`ClassBank.to`).
+        right: (B, H, W) bool ``argmax(probs) == gt`` when the caller has it already.
 
     Returns:
-        (corrected probs (B, C, H, W), counts {"sc_in_image", "sc_bank", "sc_onehot"} of pixels
-        filled by each source).
+        (corrected probs (B, C, H, W), per-image counts {"sc_in_image", "sc_bank",
+        "sc_onehot"} -> (B,) int64 on the CPU: pixels filled by each source).
 
     Raises:
         RuntimeError: if the all-correct invariant fails afterwards (a bug).
     """
-    sizes = check_shape(probs, "B C H W", "probs")
-    check_shape(feats, f"{sizes['B']} F {sizes['H']} {sizes['W']}", "feats")
-    check_shape(gt, f"{sizes['B']} {sizes['H']} {sizes['W']}", "gt")
+    sizes = check_sc_inputs(probs, feats, gt, right)
     num_classes = sizes["C"]
-    check_label_map(gt, num_classes)
+    if right is None:
+        right = class_argmax(probs, 1) == gt  # (B, H, W)
     backend = resolve_backend(cfg.backend, probs.device)
     use_bank = bank if cfg.use_bank else None
     out = probs.clone()
-    counts = dict.fromkeys(SC_COUNT_KEYS, 0)
-    wrong_all = class_argmax(probs, 1) != gt  # (B, H, W)
-    for b in torch.nonzero(wrong_all.flatten(1).any(dim=1)).squeeze(1).tolist():
-        f_flat = feats[b].flatten(1).T  # (H*W, F)
-        p_flat = probs[b].flatten(1).T  # (H*W, C), source of copies (never modified)
-        o_flat = out[b].flatten(1).T  # (H*W, C), a view of out
-        wrong, gt_flat = wrong_all[b].flatten(), gt[b].flatten()  # (H*W,)
-        for c in gt_flat[wrong].unique().tolist():
-            is_c = gt_flat == c
-            q_idx = torch.nonzero(is_c & wrong).squeeze(1)  # (n_q,)
-            d_idx = torch.nonzero(is_c & ~wrong).squeeze(1)  # (n_db,)
-            if len(d_idx):
-                db, source = (f_flat[d_idx], p_flat[d_idx]), "sc_in_image"
-            else:
-                db = _bank_entry(use_bank, c, probs.device)
-                source = "sc_bank" if db is not None else "sc_onehot"
-            filled, n_onehot = _fill_class(
-                f_flat[q_idx], db, c, num_classes, cfg, backend, probs.dtype
-            )
-            o_flat[q_idx] = filled
-            counts[source] += len(q_idx) - n_onehot  # ties fell back to the one-hot
-            counts["sc_onehot"] += n_onehot
+    counts = {k: [0] * sizes["B"] for k in SC_COUNT_KEYS}
+    f_all = feats.flatten(2).transpose(1, 2)  # (B, H*W, F)
+    p_all = probs.flatten(2).transpose(1, 2)  # (B, H*W, C), source of copies (never modified)
+    o_all = out.flatten(2).transpose(1, 2)  # (B, H*W, C), a view of out
+    for g in _wrong_groups(right, gt, num_classes):
+        f_flat = f_all[g.image]  # (H*W, F)
+        if len(g.right):
+            db, source = (f_flat[g.right], p_all[g.image][g.right]), "sc_in_image"
+        else:
+            db = _bank_entry(use_bank, g.cls, probs.device)
+            source = "sc_bank" if db is not None else "sc_onehot"
+        filled, n_onehot = _fill_class(
+            f_flat[g.wrong], db, g.cls, num_classes, cfg, backend, probs.dtype
+        )
+        o_all[g.image][g.wrong] = filled
+        counts[source][g.image] += len(g.wrong) - n_onehot  # ties fell back to the one-hot
+        counts["sc_onehot"][g.image] += n_onehot
     n_bad = int((class_argmax(out, 1) != gt).sum())
     if n_bad:
         raise RuntimeError(
             f"SC left {n_bad} pixels whose argmax differs from the GT; this is a bug."
         )
-    return out, counts
+    return out, {k: torch.tensor(v, dtype=torch.int64) for k, v in counts.items()}
 
 
-def needs_bank(probs: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+def needs_bank(
+    probs: torch.Tensor, gt: torch.Tensor, right: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B,) bool: some GT class of the image has wrong pixels but no correct pixel there.
 
     Args:
         probs: (B, C, H, W).
         gt: (B, H, W) long.
+        right: (B, H, W) bool ``argmax(probs) == gt`` when the caller has it already.
     """
     sizes = check_shape(probs, "B C H W", "probs")
     check_shape(gt, f"{sizes['B']} {sizes['H']} {sizes['W']}", "gt")
     n_img, num_classes = sizes["B"], sizes["C"]
     check_label_map(gt, num_classes)
-    wrong = (class_argmax(probs, 1) != gt).flatten()  # (B*H*W,)
+    if right is None:
+        right = class_argmax(probs, 1) == gt
+    wrong = (~right).flatten()  # (B*H*W,)
     image = torch.arange(n_img, device=gt.device).repeat_interleave(sizes["H"] * sizes["W"])
     key = image * num_classes + gt.flatten()  # (B*H*W,) image-class id
     n_wrong = torch.bincount(key[wrong], minlength=n_img * num_classes).view(n_img, num_classes)

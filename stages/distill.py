@@ -10,22 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.variants import NO_KD
 from stages.common import checkpoint_is_current, config_dict, stable_history
 from stages.configs import DistillConfig
 from stages.data import SplitData, epoch_batches, load_split, open_labels_with_data
 
 logger = logging.getLogger(__name__)
-
-VARIANT_CHOICES = (
-    "plc",
-    "teacher",
-    "teacher_sc",
-    "teacher_fa",
-    "teacher_ba",
-    "teacher_fa_ba",
-    "none",
-)
-
 
 class StoredLabels:
     """Soft labels of one variant read from the store, held as int8 codes in memory."""
@@ -103,7 +93,7 @@ def run(cfg: DistillConfig) -> Path:
     device = resolve_device(cfg.device)
     train = load_split(store, "train")
     labels = None
-    if cfg.variant != "none":
+    if cfg.variant != NO_KD:
         labels = (
             _live_labels(cfg, label_store, train, device)
             if cfg.live

@@ -7,18 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.variants import VARIANTS
 from stages.configs import InspectConfig
 
 logger = logging.getLogger(__name__)
 
-TITLES = {
-    "teacher": "Y^I (T)",
-    "teacher_sc": "T + SC",
-    "teacher_fa": "Y^F (+TA_f)",
-    "teacher_ba": "T + TA_b",
-    "teacher_fa_ba": "Y^B (+TA_b)",
-    "plc": "Y^U (PLC)",
-}
+TITLES = {v.name: v.title for v in VARIANTS}  # the report's row labels, with the symbols
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:

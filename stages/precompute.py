@@ -2,11 +2,14 @@
 
 Two passes over shards (a shard is the unit of writing, so each task owns whole shards):
 
-1. every shard is computed; a shard is written at once unless one of its images has a GT class
-   with no correct pixel left in that image (SC then needs the cross-image bank). Each image also
-   contributes a seeded sample of its correct pixels to the per-class banks;
+1. every pending shard is scanned (forwards, cascade, bank samples) and, unless one of its
+   images has a GT class with no correct pixel left in that image (SC then needs the
+   cross-image bank), finished and written at once;
 2. the banks are assembled in image order and the deferred shards are finished with them
-   (from pass-1 team outputs kept in memory in-process; a Dask worker recomputes them).
+   (from pass-1 outputs the caller held, within ``--cache-mb``; otherwise recomputed).
+
+``--resume`` continues an interrupted ``<out>.writing`` store: only its pending shards are
+computed; the done ones contribute the bank samples they saved.
 
 The result depends only on the inputs and the seed, never on how shards were scheduled, so an
 in-process run and a Dask run write the same bytes.
@@ -21,10 +24,18 @@ from pathlib import Path
 
 import torch
 
-from stages import paths, shard
+from pipeline.variants import NAMES, sc_bases
+from stages import paths
 from stages.common import config_dict
 from stages.configs import PrecomputeConfig
-from stages.shard import SC_BASES, ShardJob, ShardOutcome, stat_names
+from stages.shard import (
+    LocalRunner,
+    ShardJob,
+    ShardOutcome,
+    ShardSettings,
+    load_samples,
+    stat_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +68,7 @@ def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store) -> dict:
         "dataset_path": str(inputs["data"]),
         "dataset_name": store.name,
         "split": "train",
+        "fold": cfg.fold,  # None: the stored split; F: the train images of fold F's view
         "networks": nets,
         "precompute": config_dict(cfg),
         "package": {"plc-kd": version("plc-kd"), "torch": torch.__version__},
@@ -84,104 +96,115 @@ def _is_current(out: Path, provenance: dict, manifest_sha: str) -> bool:
     )
 
 
-def _run_jobs(jobs: list[ShardJob], cfg: PrecomputeConfig, desc: str) -> list[ShardOutcome]:
-    """Run shard jobs in-process, on a LocalCluster (``workers``) or a scheduler."""
-    from stages.progress import track
+def _open_writer(cfg: PrecomputeConfig, store, provenance: dict):
+    """A writer on ``<out>.writing``: a fresh one, or the interrupted one with ``--resume``."""
+    from storage_schema import create_label_store
+    from storage_schema._common import writing_path
 
-    if not jobs:
-        return []
-    if cfg.workers == 0 and cfg.scheduler is None:
-        return list(track((shard.process_shard(j) for j in jobs), desc, len(jobs), cfg.progress))
-    from distributed import Client, LocalCluster, as_completed
-
-    cluster = (
-        None
-        if cfg.scheduler
-        else LocalCluster(
-            n_workers=cfg.workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-    )
-    with Client(cfg.scheduler or cluster) as client:
-        futures = client.map(shard.process_shard, jobs, pure=False)
-        done = {
-            f.key: f.result()
-            for f in track(as_completed(futures), desc, len(futures), cfg.progress)
-        }
-        outcomes = [done[f.key] for f in futures]
-    if cluster is not None:
-        cluster.close()
-    return outcomes
-
-
-def run(cfg: PrecomputeConfig) -> Path:
-    """Write the label store of ``cfg.dataset``'s train split; a no-op when it is current."""
-    from pipeline.cascade import ClassBank
-    from stages.data import open_store
-    from storage_schema import VARIANTS, create_label_store
-
-    inputs = cfg.inputs()
-    cmds = _commands(cfg.dataset)
-    for role, path in inputs.items():
-        paths.require(path, role.replace("_", " "), cmds[role])
-    store = open_store(inputs["data"])
-    provenance = _provenance(cfg, inputs, store)
     out = cfg.out_path
-    if not cfg.force and _is_current(out, provenance, store.manifest_sha256):
-        logger.info("label store %s is up to date; use --force to rebuild", out)
-        return out
-    ids = [store.ids()[i] for i in store.indices("train")]
+    if cfg.resume and not writing_path(out).exists():
+        raise FileNotFoundError(
+            f"--resume: there is no interrupted run to continue ({writing_path(out)} does not "
+            "exist); run without --resume."
+        )
     height, width = store.size
-    writer = create_label_store(
+    return create_label_store(
         out,
-        ids=ids,
-        variants=VARIANTS,
+        ids=[store.ids()[i] for i in store.indices("train")],
+        variants=NAMES,
         classes=list(store.classes),
         height=height,
         width=width,
         dataset_name=store.name,
         manifest_sha256=store.manifest_sha256,
-        stat_names=stat_names(VARIANTS),
+        stat_names=stat_names(NAMES),
         shard_size=cfg.shard_size,
         provenance=provenance,
+        resume=cfg.resume,
         overwrite=True,
         created=_created(),
     )
-    base = ShardJob(
-        inputs={k: str(v) for k, v in inputs.items()},
+
+
+def _runner(cfg: PrecomputeConfig, inputs: dict[str, str], key: str):
+    """In-process (one worker object), or Dask (one per worker, via a WorkerPlugin)."""
+    if cfg.workers == 0 and cfg.scheduler is None:
+        return LocalRunner(inputs, key, cfg.device, cfg.cache_mb)
+    from stages.dask_run import DaskRunner, WorkerState
+
+    state = WorkerState(inputs, key, cfg.device)
+    return DaskRunner(state, cfg.workers, cfg.scheduler, cfg.gpu, cfg.task_timeout)
+
+
+def _banks(first: list[ShardOutcome], writer, runner, settings: ShardSettings, track) -> dict:
+    """The cross-image banks from every shard's samples, in image order.
+
+    Shards finished by an interrupted run contribute the samples it saved; the rare shard
+    without them is scanned again (samples only).
+    """
+    from pipeline.cascade import ClassBank
+
+    by_start = {o.start: o.samples for o in first}
+    missing = []
+    for a, b in writer.shard_bounds():
+        if a not in by_start:
+            by_start[a] = load_samples(str(writer.tmp_path), a)
+            if by_start[a] is None:
+                missing.append(ShardJob(a, b, settings, samples_only=True))
+    for o in runner.run(missing, track("precompute (bank samples)")):
+        by_start[o.start] = o.samples
+    starts = sorted(by_start)
+    return {
+        base: ClassBank.from_samples([s for a in starts for s in by_start[a][base]])
+        for base in sc_bases()
+    }
+
+
+def run(cfg: PrecomputeConfig) -> Path:
+    """Write the label store of ``cfg.dataset``'s train split; a no-op when it is current."""
+    from stages.data import open_store
+    from stages.progress import track
+    from stages.team import team_key
+
+    inputs = cfg.inputs()
+    cmds = _commands(cfg.dataset)
+    for role, path in inputs.items():
+        paths.require(path, role.replace("_", " "), cmds[role])
+    store = open_store(inputs["data"], cfg.fold)
+    provenance = _provenance(cfg, inputs, store)
+    out = cfg.out_path
+    if not cfg.force and not cfg.resume and _is_current(out, provenance, store.manifest_sha256):
+        logger.info("label store %s is up to date; use --force to rebuild", out)
+        return out
+    writer = _open_writer(cfg, store, provenance)
+    pending = writer.pending_shards()
+    logger.info(
+        "precompute: %d of %d shard(s) to compute", len(pending), len(writer.shard_bounds())
+    )
+    settings = ShardSettings(
         tmp_path=str(writer.tmp_path),
-        start=0,
-        stop=0,
         batch_size=cfg.batch_size,
         backend=cfg.search_backend,
         smoothing=cfg.sc_smoothing,
+        gt_smoothing=cfg.gt_smoothing,
         bank_per_class=cfg.bank_per_class,
         seed=cfg.seed,
-        device=cfg.device,
-        cache_mb=cfg.cache_mb if cfg.workers == 0 and cfg.scheduler is None else 0,
     )
-    try:
-        jobs = [_with(base, start=a, stop=b) for a, b in writer.shard_bounds()]
-        first = _run_jobs(jobs, cfg, "precompute")
+    key = team_key(inputs["teacher"], inputs["assistant_fp"], inputs["assistant_bd"])
+
+    def bar(desc: str):
+        return lambda items, total: track(items, desc, total, cfg.progress)
+
+    fold = {} if cfg.fold is None else {"fold": str(cfg.fold)}  # the workers' split view
+    with _runner(cfg, {k: str(v) for k, v in inputs.items()} | fold, key) as runner:
+        first = runner.run([ShardJob(a, b, settings) for a, b in pending], bar("precompute"))
         deferred = [o for o in first if not o.written]
         if deferred:
-            banks = {
-                b: ClassBank.from_samples([s for o in first for s in o.samples[b]])
-                for b in SC_BASES.values()
-            }
+            banks = _banks(first, writer, runner, settings, bar)
             logger.info("%d shard(s) need the cross-image bank; finishing them", len(deferred))
-            _run_jobs(
-                [_with(base, start=o.start, stop=o.stop, banks=banks) for o in deferred],
-                cfg,
-                "precompute (bank)",
-            )
-    finally:
-        shard.clear_deferred()
+            jobs = [ShardJob(o.start, o.stop, settings, banks, o.held) for o in deferred]
+            del first, deferred  # the held scans live on in the jobs only
+            runner.run(jobs, bar("precompute (bank)"))
     path = writer.publish()
-    logger.info("label store → %s (%d images, %d variants)", path, len(ids), len(VARIANTS))
+    logger.info("label store → %s (%d images, %d variants)", path, len(writer.ids), len(NAMES))
     return path
-
-
-def _with(job: ShardJob, **changes) -> ShardJob:
-    from dataclasses import replace
-
-    return replace(job, **changes)

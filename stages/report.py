@@ -8,19 +8,13 @@ import math
 from pathlib import Path
 
 from pipeline.metrics import mean_std
+from pipeline.variants import NO_KD, NO_KD_LABEL, VARIANTS
 from stages.configs import ReportConfig
 
 logger = logging.getLogger(__name__)
 
-ROWS = (  # (variant, row label in the paper's notation)
-    ("none", "Student alone (no KD)"),
-    ("teacher", "T (vanilla KD)"),
-    ("teacher_sc", "T + SC"),
-    ("teacher_fa", "T + TA_f"),
-    ("teacher_ba", "T + TA_b"),
-    ("teacher_fa_ba", "T + TA_f + TA_b"),
-    ("plc", "T + TA_f + TA_b + SC (PLC-KD)"),
-)
+# (variant, row label in the paper's notation), from the variant table
+ROWS = ((NO_KD, NO_KD_LABEL), *((v.name, v.label) for v in VARIANTS))
 # two-sided 95 % Student-t quantiles by degrees of freedom (1..30); normal beyond
 _T95 = (
     12.706,
@@ -105,7 +99,7 @@ def results_table(runs: list[dict], teacher: dict | None) -> list[str]:
         if variant not in groups:
             continue
         rs = groups[variant]
-        delta = "–" if variant == "none" else paired_delta(rs, groups.get("none", []), "dice")
+        delta = "–" if variant == NO_KD else paired_delta(rs, groups.get(NO_KD, []), "dice")
         lines.append(
             f"| {label} | {_fmt([r['dice'] for r in rs])} | {_fmt([r['iou'] for r in rs])} "
             f"| {len(rs)} | {delta} |"
@@ -124,6 +118,8 @@ def label_quality(labels: Path) -> list[str]:
         "|---|---|---|---|",
     ]
     for variant, label in ROWS[1:]:
+        if variant not in store.variants:  # a store made before the row was added
+            continue
         fp = store.stat(f"false_pixels_{variant}")
         dice = store.stat(f"dice_{variant}")
         lines.append(

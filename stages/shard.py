@@ -1,8 +1,16 @@
-"""One precompute task: a shard of the train split through the team, cascade, SC and stats.
+"""One precompute task: a shard of the train split through the team, the cascade, SC, stats.
 
-A shard is the unit of writing of the label store, so each task owns whole shards. Pass 1
-(``banks=None``) writes every shard whose images need no cross-image bank and returns seeded
-bank samples; pass 2 finishes the deferred shards with the complete banks.
+A shard is the unit of writing of the label store, so each task owns whole shards. A task
+first *scans* its shard (team forwards and the cascade before SC, bank samples, and whether
+SC needs the cross-image bank), then *finishes* it (SC, controls, stats, encode, write)
+unless it needs the bank and the banks are not complete yet (pass 1); the caller then runs
+it again with the banks (pass 2), handing back the scanned batches it held, if any. No SC
+result is ever computed and thrown away.
+
+State is explicit: a :class:`PrecomputeWorker` holds the team and the train split, built
+once per process (in-process runs) or once per Dask worker (``stages.dask_run.WorkerState``,
+a ``distributed.WorkerPlugin``) and freed at the end. The methods themselves are those of
+:mod:`pipeline.cascade`.
 """
 
 from __future__ import annotations
@@ -15,33 +23,63 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from pipeline.check import class_argmax
+from pipeline.variants import NAMES, VARIANTS, sc_bases
 
 if TYPE_CHECKING:
+    from pipeline.cascade import Cascade, ClassBank
     from stages.data import SplitData
-    from stages.team import Team, TeamOutput
+    from stages.team import Team
+    from stages.writeback import WriteQueue
 
 logger = logging.getLogger(__name__)
 
-SC_BASES = {"teacher_sc": "teacher", "plc": "teacher_fa_ba"}  # SC variant -> the map it corrects
+SC_KINDS = ("in_image", "bank", "onehot")
+
+
+def stat_names(variants: tuple[str, ...] = NAMES) -> list[str]:
+    """Per-image stats stored beside the soft labels, derived from the variant table."""
+    sc_rows = [v.name for v in VARIANTS if v.sc and v.name in variants]
+    names = [f"false_pixels_{v}" for v in variants] + [f"dice_{v}" for v in variants]
+    return names + [f"sc_{kind}_{v}" for v in sc_rows for kind in SC_KINDS]
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """What every shard task of one run shares; picklable for Dask workers."""
+
+    tmp_path: str
+    batch_size: int
+    backend: str
+    smoothing: float
+    gt_smoothing: float
+    bank_per_class: int
+    seed: int
+
+
+@dataclass
+class Scanned:
+    """One batch after the scan: image indices, the cascade before SC, T's features."""
+
+    idx: torch.Tensor
+    casc: Cascade
+    feats: torch.Tensor
+
+    def nbytes(self) -> int:
+        tensors = [*self.casc.maps.values(), *self.casc.right.values(), self.casc.gt, self.feats]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 @dataclass(frozen=True)
 class ShardJob:
-    """Everything one shard task needs; picklable for Dask workers."""
+    """One shard task. ``banks`` None: pass 1; ``held``: the scan of pass 1, if kept."""
 
-    inputs: dict[str, str]
-    tmp_path: str
     start: int
     stop: int
-    batch_size: int
-    backend: str
-    smoothing: float
-    bank_per_class: int
-    seed: int
-    device: str
-    banks: dict | None = None  # None in pass 1; {"teacher": ClassBank, "teacher_fa_ba": ClassBank}
-    cache_mb: int = 0  # in-process: keep pass-1 outputs of deferred shards for pass 2, up to this
+    settings: ShardSettings
+    banks: dict[str, ClassBank] | None = None
+    held: list[Scanned] | None = None
+    hold_bytes: int = 0  # pass 1: return the scan of a deferred shard when it fits this
+    samples_only: bool = False  # resume: only the bank samples of a shard already written
 
 
 @dataclass
@@ -49,183 +87,256 @@ class ShardOutcome:
     start: int
     stop: int
     written: bool
-    samples: dict[str, list] = field(default_factory=dict)  # base variant -> per-image samples
-
-
-def stat_names(variants: tuple[str, ...]) -> list[str]:
-    """Per-image stats stored beside the soft labels."""
-    names = [f"false_pixels_{v}" for v in variants] + [f"dice_{v}" for v in variants]
-    return names + [f"sc_{kind}_{v}" for v in SC_BASES for kind in ("in_image", "bank", "onehot")]
-
-
-def cascade_maps(out: TeamOutput, gt: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The four cascade variants before SC: Y^I, Y^F, T + TA_b and Y^B."""
-    from pipeline.cascade import replace_if_correct
-
-    y_f = replace_if_correct(out.p_t, out.p_f, gt)
-    return {
-        "teacher": out.p_t,
-        "teacher_fa": y_f,
-        "teacher_ba": replace_if_correct(out.p_t, out.p_b, gt),
-        "teacher_fa_ba": replace_if_correct(y_f, out.p_b, gt),
-    }
-
-
-def sc_variant(
-    variant: str,
-    maps: dict[str, torch.Tensor],
-    feats: torch.Tensor,
-    gt: torch.Tensor,
-    job: ShardJob,
-    banks: dict | None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One SC variant of a batch (corrected per image) and its per-image SC counts."""
-    from pipeline.sc import SCConfig, similarity_correct
-
-    sc = SCConfig(backend=job.backend, smoothing=job.smoothing)
-    base = SC_BASES[variant]
-    bank = banks[base] if banks else None
-    per_image = [
-        similarity_correct(maps[base][i : i + 1], feats[i : i + 1], gt[i : i + 1], sc, bank)
-        for i in range(gt.shape[0])
-    ]
-    counts = {
-        f"sc_{kind}_{variant}": torch.tensor([float(info[f"sc_{kind}"]) for _, info in per_image])
-        for kind in ("in_image", "bank", "onehot")
-    }
-    return torch.cat([p for p, _ in per_image]), counts
-
-
-def _stats(maps: dict[str, torch.Tensor], gt: torch.Tensor, counts: dict) -> dict[str, np.ndarray]:
-    from pipeline.cascade import false_pixels
-    from pipeline.metrics import dice_iou
-
-    stats = {}
-    for v, p in maps.items():
-        stats[f"false_pixels_{v}"] = false_pixels(p, gt).flatten(1).sum(1).double().cpu().numpy()
-        dice, _ = dice_iou(class_argmax(p, 1).cpu(), gt.cpu(), p.shape[1])
-        stats[f"dice_{v}"] = dice.double().numpy()
-    stats.update({k: v.double().numpy() for k, v in counts.items()})
-    return stats
-
-
-# Pass-1 team outputs of deferred shards, kept in this process for pass 2 (in-process runs
-# only; a Dask worker recomputes them, which gives the same values).
-_DEFERRED: dict[tuple[str, int], list] = {}
-
-
-def _outputs_mb(batches: list) -> float:
-    tensors = [t for _, out, gt in batches for t in (out.p_t, out.p_f, out.p_b, out.feats, gt)]
-    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
-
-
-def _cached_mb() -> float:
-    return sum(_outputs_mb(batches) for batches in _DEFERRED.values())
-
-
-def _team_batches(job: ShardJob, team: Team, data: SplitData, device: torch.device):
-    """(idx, team output, gt) per batch of the shard, from the pass-1 cache where present."""
-    cached = _DEFERRED.pop((job.tmp_path, job.start), None)
-    if cached is not None:
-        yield from cached
-        return
-    for lo in range(job.start, job.stop, job.batch_size):
-        idx = torch.arange(lo, min(lo + job.batch_size, job.stop))
-        images, gt = data.batch(idx, device)
-        yield idx, team(images), gt
-
-
-def process_shard(job: ShardJob) -> ShardOutcome:
-    """Compute one shard; write it unless pass 1 finds it needs the cross-image bank."""
-    from pipeline.cascade import needs_bank
-    from pipeline.train import resolve_device
-    from stages.team import cached_team
-    from storage_schema import VARIANTS, LabelStoreWriter
-
-    device = resolve_device(job.device)
-    team = cached_team(
-        job.inputs["teacher"], job.inputs["assistant_fp"], job.inputs["assistant_bd"], device
-    )
-    data = _cached_train(job.inputs["data"])
-    outcome = ShardOutcome(
-        job.start, job.stop, written=False, samples={b: [] for b in SC_BASES.values()}
-    )
-    soft: dict[str, list] = {v: [] for v in VARIANTS}
-    stats: dict[str, list] = {}
-    seen, deferred = [], False
-    for idx, out, gt in _team_batches(job, team, data, device):
-        maps = cascade_maps(out, gt)
-        if job.banks is None:  # pass 1: keep outputs in case the shard is deferred
-            seen.append((idx, out, gt))
-            for base, samples in bank_samples(
-                out.p_t, maps["teacher_fa_ba"], out.feats, gt, idx, job
-            ).items():
-                outcome.samples[base].extend(samples)
-            deferred = deferred or bool(
-                (needs_bank(out.p_t, gt) | needs_bank(maps["teacher_fa_ba"], gt)).any()
-            )
-        if deferred:
-            continue  # pass 2 finishes this shard once the banks are complete
-        counts = {}
-        for variant in SC_BASES:
-            maps[variant], c = sc_variant(variant, maps, out.feats, gt, job, job.banks)
-            counts.update(c)
-        for v in VARIANTS:
-            soft[v].append(torch.log(maps[v].clamp_min(1e-12)).cpu().numpy())
-        for k, arr in _stats(maps, gt, counts).items():
-            stats.setdefault(k, []).append(arr)
-    if deferred:
-        if _cached_mb() + _outputs_mb(seen) <= job.cache_mb:
-            _DEFERRED[(job.tmp_path, job.start)] = seen
-        return outcome
-    writer = LabelStoreWriter.open(job.tmp_path)
-    writer.write_shard(
-        job.start,
-        {v: np.concatenate(arrays) for v, arrays in soft.items()},
-        {k: np.concatenate(a) for k, a in stats.items()},
-    )
-    outcome.written = True
-    return outcome
+    samples: dict[str, list] = field(default_factory=dict)  # SC base -> per-image samples
+    held: list[Scanned] | None = None  # pass 1 of a deferred shard, when it fit hold_bytes
 
 
 def bank_samples(
-    p_t: torch.Tensor,
-    y_b: torch.Tensor,
+    casc: Cascade,
     feats: torch.Tensor,
-    gt: torch.Tensor,
     idx: torch.Tensor,
-    job: ShardJob,
-) -> dict:
-    """Seeded per-image samples of correct pixels for the banks of both SC variants.
+    per_class: int,
+    seed: int,
+    bases: tuple[str, ...] | None = None,
+) -> dict[str, list]:
+    """Seeded per-image samples of correct pixels for the bank of every SC base.
 
-    The generator of image ``j`` depends only on (seed, j): the bank never depends on scheduling.
+    The generator of image ``j`` depends only on (seed, j): the bank never depends on
+    scheduling.
     """
     from pipeline.cascade import sample_correct_pixels
 
+    gt, feats_cpu = casc.gt.cpu(), feats.cpu()
     samples: dict[str, list] = {}
-    for base, probs in (("teacher", p_t), ("teacher_fa_ba", y_b)):
-        samples[base] = []
-        for i, j in enumerate(idx.tolist()):
-            g = torch.Generator().manual_seed(job.seed * 1_000_003 + j)
-            samples[base].append(
-                sample_correct_pixels(
-                    probs[i].cpu(), feats[i].cpu(), gt[i].cpu(), job.bank_per_class, g
-                )
+    for base in sc_bases() if bases is None else bases:
+        probs = casc.maps[base].cpu()
+        samples[base] = [
+            sample_correct_pixels(
+                probs[i],
+                feats_cpu[i],
+                gt[i],
+                per_class,
+                torch.Generator().manual_seed(seed * 1_000_003 + j),
             )
+            for i, j in enumerate(idx.tolist())
+        ]
     return samples
 
 
-_TRAIN: dict[str, object] = {}
+def batch_stats(
+    maps: dict[str, torch.Tensor], casc: Cascade, counts: dict[str, dict[str, torch.Tensor]]
+) -> dict[str, np.ndarray]:
+    """Per-image false pixels and Dice of every variant, and the SC counts, as float64."""
+    from pipeline.check import class_argmax
+    from pipeline.metrics import dice_iou
+
+    gt = casc.gt.cpu()
+    stats = {}
+    for name, p in maps.items():
+        right = casc.right.get(name)  # None: SC rows and controls, all-correct by construction
+        if right is None:
+            wrong, pred = torch.zeros(len(gt)), gt
+        else:
+            wrong, pred = (~right).flatten(1).sum(1).cpu(), class_argmax(p, 1).cpu()
+        stats[f"false_pixels_{name}"] = wrong.double().numpy()
+        stats[f"dice_{name}"] = dice_iou(pred, gt, p.shape[1])[0].double().numpy()
+    for name, per_kind in counts.items():
+        for kind in SC_KINDS:
+            stats[f"sc_{kind}_{name}"] = per_kind[f"sc_{kind}"].double().numpy()
+    return stats
 
 
-def _cached_train(data_path: str):
-    from stages.data import load_split, open_store
+def _save_samples(job: ShardJob, samples: dict[str, list]) -> None:
+    from storage_schema import LabelStoreWriter
 
-    if data_path not in _TRAIN:
-        _TRAIN[data_path] = load_split(open_store(Path(data_path)), "train")
-    return _TRAIN[data_path]
+    writer = LabelStoreWriter.open(job.settings.tmp_path)
+    writer.save_scratch(f"bank-{job.start}", pack_samples(samples))
 
 
-def clear_deferred() -> None:
-    """Drop pass-1 outputs kept for pass 2 (called when a precompute run ends)."""
-    _DEFERRED.clear()
+def load_samples(tmp_path: str, start: int) -> dict[str, list] | None:
+    """The bank samples pass 1 saved for the shard at ``start``, or None."""
+    from storage_schema import LabelStoreWriter
+
+    arrays = LabelStoreWriter.open(tmp_path).load_scratch(f"bank-{start}")
+    return None if arrays is None else unpack_samples(arrays)
+
+
+def _encode_batch(maps: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """int8 codes (B, C, H, W) of each map (runs on the write queue's thread)."""
+    from storage_schema import encode_logprobs
+
+    return {
+        v: encode_logprobs(torch.log(p.clamp_min(1e-12)).cpu().numpy(), axis=1)
+        for v, p in maps.items()
+    }
+
+
+class PrecomputeWorker:
+    """The team and the train split of one run, on one device; runs shard tasks."""
+
+    def __init__(self, team: Team, train: SplitData, key: str) -> None:
+        self.team, self.train, self.key = team, train, key
+
+    @classmethod
+    def load(cls, inputs: dict[str, str], key: str, device: str) -> PrecomputeWorker:
+        """Load the team and the train split; refuse checkpoints whose content is not ``key``."""
+        from pipeline.train import resolve_device
+        from stages.data import load_split, open_store
+        from stages.team import Team, team_key
+
+        nets = [Path(inputs[r]) for r in ("teacher", "assistant_fp", "assistant_bd")]
+        found = team_key(*nets)
+        if found != key:
+            raise ValueError(
+                f"the team checkpoints {', '.join(map(str, nets))} changed while precompute "
+                "was running (their SHA-256 differ from the run's); rerun `plc precompute`."
+            )
+        team = Team.load(*nets, device=resolve_device(device))
+        fold = int(inputs["fold"]) if "fold" in inputs else None  # precompute --fold
+        return cls(team, load_split(open_store(Path(inputs["data"]), fold), "train"), key)
+
+    def close(self) -> None:
+        """Free the team and the split."""
+        self.team.close()
+        self.train = None  # type: ignore[assignment]
+
+    def scan(self, job: ShardJob) -> list[Scanned]:
+        """Team forwards and the cascade before SC, batch by batch."""
+        from pipeline.cascade import cascade
+
+        out = []
+        for lo in range(job.start, job.stop, job.settings.batch_size):
+            idx = torch.arange(lo, min(lo + job.settings.batch_size, job.stop))
+            images, gt = self.train.batch(idx, self.team.device)
+            team = self.team(images)
+            out.append(Scanned(idx, cascade(team.p_t, team.assistants, gt), team.feats))
+        return out
+
+    def run(self, job: ShardJob, queue: WriteQueue | None = None) -> ShardOutcome:
+        """Scan the shard, then finish it unless it needs banks it does not have yet.
+
+        Encoding and writing run on ``queue`` (the caller's, shared across shards), or on a
+        queue of this task's own that is drained before returning.
+        """
+        from stages.writeback import WriteQueue
+
+        if queue is None:
+            with WriteQueue() as own:
+                return self.run(job, own)
+        outcome = ShardOutcome(job.start, job.stop, written=False)
+        scanned = job.held if job.held is not None else self.scan(job)
+        if job.banks is None:
+            outcome.samples = {b: [] for b in sc_bases()}
+            for s in scanned:
+                batch = bank_samples(
+                    s.casc, s.feats, s.idx, job.settings.bank_per_class, job.settings.seed
+                )
+                for base, samples in batch.items():
+                    outcome.samples[base].extend(samples)
+            _save_samples(job, outcome.samples)  # a resumed run reads them for the bank
+            if job.samples_only:
+                return outcome
+            if any(bool(s.casc.needs_bank(b).any()) for s in scanned for b in sc_bases()):
+                if sum(s.nbytes() for s in scanned) <= job.hold_bytes:
+                    outcome.held = scanned
+                return outcome  # pass 2 finishes it with the complete banks
+        self.finish(job, scanned, queue)
+        outcome.written = True
+        return outcome
+
+    def finish(self, job: ShardJob, scanned: list[Scanned], queue: WriteQueue) -> None:
+        """SC, controls and stats per batch; encode and write the shard (on ``queue``)."""
+        from pipeline.cascade import SCConfig, finish
+        from storage_schema import LabelStoreWriter
+
+        cfg = SCConfig(backend=job.settings.backend, smoothing=job.settings.smoothing)
+        device = self.team.device
+        banks = {b: bank.to(device) for b, bank in (job.banks or {}).items()}  # moved once
+        codes: list[dict[str, np.ndarray]] = []
+        stats: list[dict[str, np.ndarray]] = []
+        for s in scanned:
+            maps, counts = finish(
+                s.casc, s.feats, cfg, banks, gt_smoothing=job.settings.gt_smoothing
+            )
+            stats.append(batch_stats(maps, s.casc, counts))
+            queue.submit(lambda maps=maps: codes.append(_encode_batch(maps)))
+
+        def write() -> None:
+            writer = LabelStoreWriter.open(job.settings.tmp_path)
+            writer.write_shard(
+                job.start,
+                {v: np.concatenate([c[v] for c in codes]) for v in NAMES},
+                {k: np.concatenate([s[k] for s in stats]) for k in stats[0]},
+            )
+
+        queue.submit(write)
+
+
+def pack_samples(samples: dict[str, list]) -> dict[str, np.ndarray]:
+    """Bank samples of a shard as flat named arrays (see :func:`unpack_samples`)."""
+    out: dict[str, np.ndarray] = {}
+    for base, per_image in samples.items():
+        out[f"{base}.n"] = np.asarray(len(per_image))
+        for i, sample in enumerate(per_image):
+            for c, (f, s) in sample.items():
+                out[f"{base}.{i}.{c}.f"] = f.numpy()
+                out[f"{base}.{i}.{c}.s"] = s.numpy()
+    return out
+
+
+def unpack_samples(arrays: dict[str, np.ndarray]) -> dict[str, list]:
+    """Inverse of :func:`pack_samples`; classes in ascending order, as sampled."""
+    out: dict[str, list] = {}
+    for base in sc_bases():
+        n = int(arrays[f"{base}.n"])
+        out[base] = [{} for _ in range(n)]
+        keys = sorted(
+            (int(i), int(c))
+            for b, i, c, kind in (k.split(".") for k in arrays if k.count(".") == 3)
+            if b == base and kind == "f"
+        )
+        for i, c in keys:
+            f, s = arrays[f"{base}.{i}.{c}.f"], arrays[f"{base}.{i}.{c}.s"]
+            out[base][i][c] = (torch.from_numpy(f), torch.from_numpy(s))
+    return out
+
+
+class LocalRunner:
+    """Shard tasks in this process: one :class:`PrecomputeWorker` and one write queue.
+
+    Use as a context manager; leaving drains the write queue (raising a failed write) and
+    frees the team. Pass-1 outputs of deferred shards are handed back to the caller while
+    they fit ``cache_mb``.
+    """
+
+    def __init__(self, inputs: dict[str, str], key: str, device: str, cache_mb: int) -> None:
+        self.inputs, self.key, self.device = inputs, key, device
+        self.budget = cache_mb * 2**20
+
+    def __enter__(self) -> LocalRunner:
+        from stages.writeback import WriteQueue
+
+        self.worker = PrecomputeWorker.load(self.inputs, self.key, self.device)
+        self.queue = WriteQueue()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.queue.close()
+            else:
+                self.queue.__exit__(*exc)  # type: ignore[arg-type]
+        finally:
+            self.worker.close()
+
+    def run(self, jobs: list[ShardJob], track) -> list[ShardOutcome]:
+        """Run ``jobs`` in order; outcomes in job order."""
+        from dataclasses import replace
+
+        outcomes = []
+        for job in track(iter(jobs), len(jobs)):
+            outcome = self.worker.run(replace(job, hold_bytes=self.budget), self.queue)
+            if outcome.held is not None:
+                self.budget -= sum(s.nbytes() for s in outcome.held)
+            outcomes.append(outcome)
+        return outcomes

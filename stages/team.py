@@ -1,4 +1,8 @@
-"""The teacher team at inference: T, TA_f and TA_b loaded once, run together, and cached."""
+"""The teacher team at inference: T, TA_f and TA_b loaded once and run together.
+
+The team is state of its owner (a precompute worker, live KD), never a module cache; it is
+identified by the SHA-256 of its three checkpoints (:func:`team_key`), not by their paths.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,21 @@ class TeamOutput:
     p_b: torch.Tensor
     feats: torch.Tensor
 
+    @property
+    def assistants(self) -> dict[str, torch.Tensor]:
+        """Assistant key of :data:`pipeline.variants.ASSISTANTS` -> probabilities."""
+        return {"fp": self.p_f, "bd": self.p_b}
+
+
+def team_key(teacher: Path, fp: Path, bd: Path) -> str:
+    """One SHA-256 over the three checkpoints' SHA-256 (T, TA_f, TA_b order)."""
+    import hashlib
+
+    from pipeline.checkpoint import file_sha256
+
+    joined = ":".join(file_sha256(p) for p in (teacher, fp, bd))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
 
 class Team:
     """Teacher plus both assistants, in eval mode on one device."""
@@ -30,6 +49,12 @@ class Team:
     def __init__(self, teacher: nn.Module, fp: nn.Module, bd: nn.Module, device: torch.device):
         self.device = device
         self.nets = [net.to(device).eval() for net in (teacher, fp, bd)]
+
+    def close(self) -> None:
+        """Drop the networks (and the CUDA cache they used)."""
+        self.nets = []
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     @classmethod
     def load(cls, teacher: Path, fp: Path, bd: Path, device: torch.device) -> Team:
@@ -49,14 +74,3 @@ class Team:
             p_b=bd(images).float().softmax(1),
             feats=feats.float(),
         )
-
-
-_CACHE: dict[tuple, Team] = {}
-
-
-def cached_team(teacher: Path, fp: Path, bd: Path, device: torch.device) -> Team:
-    """Load the team once per process (a Dask worker reuses it across its shards)."""
-    key = (str(teacher), str(fp), str(bd), str(device))
-    if key not in _CACHE:
-        _CACHE[key] = Team.load(teacher, fp, bd, device)
-    return _CACHE[key]

@@ -21,7 +21,6 @@ from storage_schema.errors import StoreError
 from storage_schema.label_store import (
     LABEL_SCHEMA,
     LABEL_SCHEMA_VERSION,
-    VARIANTS,
     LabelStore,
     LabelStoreWriter,
     create_label_store,
@@ -38,7 +37,6 @@ __all__ = [
     "LOGP_SCALE",
     "MANIFEST_SCHEMA",
     "SPLITS",
-    "VARIANTS",
     "DatasetStore",
     "LabelStore",
     "LabelStoreWriter",

@@ -20,14 +20,6 @@ logger = logging.getLogger(__name__)
 
 LABEL_SCHEMA = "plc-kd/labels"
 LABEL_SCHEMA_VERSION = 2  # 2: crc32c on every chunk, dimension_names, consolidated
-VARIANTS: tuple[str, ...] = (
-    "teacher",
-    "teacher_sc",
-    "teacher_fa",
-    "teacher_ba",
-    "teacher_fa_ba",
-    "plc",
-)
 
 
 def check_label_attrs(attrs: Mapping[str, Any], path: Path | str) -> None:

@@ -35,7 +35,6 @@ from storage_schema.errors import StoreError
 from storage_schema.label_reader import (
     LABEL_SCHEMA,
     LABEL_SCHEMA_VERSION,
-    VARIANTS,
     LabelStore,
     open_label_store,
 )
@@ -44,7 +43,6 @@ from storage_schema.label_writer import LabelStoreWriter
 __all__ = [
     "LABEL_SCHEMA",
     "LABEL_SCHEMA_VERSION",
-    "VARIANTS",
     "LabelStore",
     "LabelStoreWriter",
     "create_label_store",
@@ -55,12 +53,11 @@ logger = logging.getLogger(__name__)
 
 
 def _check_variants(variants: Sequence[str]) -> list[str]:
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad or not variants or len(set(variants)) != len(variants):
-        raise StoreError(
-            f"variants must be distinct names from {', '.join(VARIANTS)}, got {list(variants)!r}."
-        )
-    return list(variants)
+    """Distinct array-safe names; which variants exist is the producer's business."""
+    names = [c.check_name(v, "variants entry") for v in variants]
+    if not names or len(set(names)) != len(names):
+        raise StoreError(f"variants must be a non-empty list of distinct names, got {names!r}.")
+    return names
 
 
 def _check_ids(ids: Sequence[str]) -> list[str]:
@@ -135,6 +132,17 @@ _RESUME_KEYS = (
 )
 
 
+def first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first differing leaf of two JSON-like values: (dotted path, a's value, b's value)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            found = first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    return None if a == b else (prefix.rstrip(".") or "(root)", a, b)
+
+
 def _resume(
     tmp: Path, ids: list[str], attrs: Mapping[str, Any], overwrite: bool
 ) -> LabelStoreWriter:
@@ -154,8 +162,13 @@ def _resume(
             f"cannot resume {tmp}: its ids differ from this run's from index {first} "
             f"({writer.ids[first]!r} vs {ids[first]!r}); rerun without --resume to start over."
         )
-    if old.get("provenance") != attrs["provenance"]:
-        logger.warning("resuming %s: keeping the provenance it was started with", tmp)
+    where = first_difference(old.get("provenance"), attrs["provenance"])
+    if where is not None:
+        field, was, now = where
+        raise StoreError(
+            f"cannot resume {tmp}: its provenance field '{field}' is {was!r} but this run has "
+            f"{now!r}; rerun with the same inputs and options, or without --resume to start over."
+        )
     n_pending, n_all = len(writer.pending_shards()), len(writer.shard_bounds())
     logger.info("resuming %s: %d of %d shards already done", tmp, n_all - n_pending, n_all)
     return writer
@@ -183,7 +196,7 @@ def create_label_store(
     Args:
         path: the final store directory, e.g. ``labels/<name>.zarr``.
         ids: image ids in manifest order, ``N`` of them.
-        variants: names from ``VARIANTS`` to store.
+        variants: the names of the soft-label variants to store (``soft/<name>``).
         classes: class names, ``C`` of them.
         height: ``H`` of every map.
         width: ``W`` of every map.

@@ -9,6 +9,7 @@ last: an interrupted write leaves the shard pending, never half-marked.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from storage_schema.errors import StoreError
 from storage_schema.label_reader import check_label_attrs, label_arrays
 
 logger = logging.getLogger(__name__)
+
+SCRATCH = "scratch"  # inside <path>.writing: notes a resumed run needs; removed at publish
 
 
 class LabelStoreWriter:
@@ -161,6 +164,26 @@ class LabelStoreWriter:
         self._arrays["done"][start:stop] = np.ones(n, dtype=bool)
         logger.debug("wrote shard [%d, %d) of %s", start, stop, self.tmp_path)
 
+    def save_scratch(self, name: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Keep ``arrays`` beside the unfinished store (atomically); :meth:`publish` drops them.
+
+        For what a resumed run needs of the shards already done (e.g. their bank samples).
+        """
+        folder = self.tmp_path / SCRATCH
+        folder.mkdir(exist_ok=True)
+        name = c.check_name(name, "scratch name")
+        tmp = folder / f".{name}.{os.getpid()}.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, folder / f"{name}.npz")
+
+    def load_scratch(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays saved under ``name``, or None when there are none."""
+        path = self.tmp_path / SCRATCH / f"{c.check_name(name, 'scratch name')}.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+
     def publish(self) -> Path:
         """Mark the store complete and rename it to ``path``; refuse while images are missing.
 
@@ -181,6 +204,7 @@ class LabelStoreWriter:
                 f"label store {self.path} already exists; pass overwrite=True (--force) to "
                 "replace it."
             )
+        c.remove(self.tmp_path / SCRATCH)
         self._group.attrs["status"] = "complete"
         self.attrs["status"] = "complete"
         c.consolidate(self.tmp_path)  # once, after the last write

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.cascade import (
-    VARIANTS,
     ClassBank,
     SCConfig,
     build_variants,
@@ -20,6 +19,16 @@ from pipeline.cascade import (
     replace_if_correct,
     sample_correct_pixels,
 )
+from pipeline.variants import NAMES
+
+
+def team(p_f: torch.Tensor, p_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"fp": p_f, "bd": p_b}
+
+
+def totals(info: dict[str, torch.Tensor]) -> dict[str, int]:
+    return {k: int(v.sum()) for k, v in info.items()}
+
 
 shapes = {
     "seed": st.integers(0, 2**31 - 1),
@@ -71,8 +80,9 @@ def test_variants_properties_and_definitions(
     bank = random_bank(seed, c, f) if with_bank else None
     cfg = SCConfig(backend=backend, smoothing=0.1)
     inputs = [t.clone() for t in (p_t, p_f, p_b, feats, gt)]
-    variants, info = build_variants(p_t, p_f, p_b, feats, gt, cfg, bank)
-    assert tuple(variants) == VARIANTS
+    banks = {"teacher": bank, "teacher_fa_ba": bank} if bank is not None else None
+    variants, info = build_variants(p_t, team(p_f, p_b), feats, gt, cfg, banks)
+    assert tuple(variants) == NAMES
     for before, after in zip(inputs, (p_t, p_f, p_b, feats, gt), strict=True):
         assert torch.equal(before, after)  # inputs untouched
 
@@ -88,11 +98,11 @@ def test_variants_properties_and_definitions(
         ref, margin = sc_loop(source, feats, gt, 0.1, bank_dicts)
         ok = (variants[name] == ref).all(dim=1) | (margin < 1e-5)  # float32 near-ties excused
         assert ok.all(), name
-        assert sum(info[name].values()) == int(false_pixels(source, gt).sum())
+        assert sum(totals(info[name]).values()) == int(false_pixels(source, gt).sum())
 
     # a correct pixel never turns wrong; false counts never increase; SC ends all-correct
     order = ("teacher", "teacher_fa", "teacher_fa_ba", "plc")
-    wrong = {k: false_pixels(variants[k], gt) for k in VARIANTS}
+    wrong = {k: false_pixels(variants[k], gt) for k in NAMES}
     for earlier, later in itertools.pairwise(order):
         assert not (wrong[later] & ~wrong[earlier]).any()
         assert int(wrong[later].sum()) <= int(wrong[earlier].sum())
@@ -111,19 +121,19 @@ def test_variants_chain_uses_y_f_for_boundary_assistant() -> None:
     p_b = torch.tensor([0.1, 0.9]).view(1, 2, 1, 1)
     gt = torch.ones(1, 1, 1, dtype=torch.long)
     feats = torch.ones(1, 2, 1, 1)
-    variants, info = build_variants(p_t, p_f, p_b, feats, gt, SCConfig(backend="torch"))
+    variants, info = build_variants(p_t, team(p_f, p_b), feats, gt, SCConfig(backend="torch"))
     assert torch.equal(variants["teacher_fa_ba"], p_f)
     assert torch.equal(variants["teacher_ba"], p_b)
     assert torch.equal(variants["plc"], p_f)
     assert torch.allclose(variants["teacher_sc"].flatten(), torch.tensor([0.1, 0.9]))
-    assert info["teacher_sc"] == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 1}
-    assert info["plc"] == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 0}
+    assert totals(info["teacher_sc"]) == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 1}
+    assert totals(info["plc"]) == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 0}
 
 
 def test_variants_float16_keep_dtype() -> None:
     p_t, p_f, p_b, feats, gt = make_case(3, 2, 3, 5, 5, 4)
     variants, _ = build_variants(
-        p_t.half(), p_f.half(), p_b.half(), feats.half(), gt, SCConfig(backend="torch")
+        p_t.half(), team(p_f.half(), p_b.half()), feats.half(), gt, SCConfig(backend="torch")
     )
     assert all(v.dtype == torch.float16 for v in variants.values())
     assert not false_pixels(variants["plc"], gt).any()
@@ -133,10 +143,39 @@ def test_variants_float16_keep_dtype() -> None:
 def test_variants_on_cuda_match_cpu() -> None:
     p_t, p_f, p_b, feats, gt = make_case(11, 4, 3, 32, 32, 16)
     cfg = SCConfig(backend="torch")
-    cpu, _ = build_variants(p_t, p_f, p_b, feats, gt, cfg)
+    cpu, _ = build_variants(p_t, team(p_f, p_b), feats, gt, cfg)
     cuda_in = [t.cuda() for t in (p_t, p_f, p_b, feats, gt)]
-    gpu, _ = build_variants(*cuda_in, SCConfig(backend="auto"))
-    for name in VARIANTS:
+    gpu, _ = build_variants(
+        cuda_in[0], team(*cuda_in[1:3]), cuda_in[3], cuda_in[4], SCConfig(backend="auto")
+    )
+    for name in NAMES:
         assert gpu[name].device.type == "cuda"
         assert torch.allclose(gpu[name].cpu(), cpu[name])
     assert not false_pixels(gpu["plc"], cuda_in[4]).any()
+
+
+def test_controls_are_one_hot_and_smoothed_gt() -> None:
+    p_t, p_f, p_b, feats, gt = make_case(2, 2, 3, 4, 5, 3)
+    variants, info = build_variants(p_t, team(p_f, p_b), feats, gt, SCConfig(), gt_smoothing=0.2)
+    onehot = torch.zeros(2, 3, 4, 5)
+    onehot.scatter_(1, gt.unsqueeze(1), 1.0)
+    assert torch.equal(variants["gt"], onehot)
+    assert torch.allclose(variants["gt_smooth"], onehot * 0.8 + (1 - onehot) * 0.1)
+    assert set(info) == {"teacher_sc", "plc"}  # controls need no SC
+    with pytest.raises(ValueError, match=r"gt_smoothing must lie in \[0, 0.5\)"):
+        build_variants(p_t, team(p_f, p_b), feats, gt, SCConfig(), gt_smoothing=0.5)
+
+
+def test_a_subset_of_rows_computes_only_what_it_needs() -> None:
+    from pipeline.variants import BY_NAME
+
+    p_t, p_f, p_b, feats, gt = make_case(7, 2, 2, 4, 4, 3)
+    full, _ = build_variants(p_t, team(p_f, p_b), feats, gt, SCConfig())
+    only = (BY_NAME["plc"],)
+    part, info = build_variants(p_t, team(p_f, p_b), feats, gt, SCConfig(), variants=only)
+    assert list(part) == ["plc"] and torch.equal(part["plc"], full["plc"])
+    assert list(info) == ["plc"]
+    alone, _ = build_variants(p_t, {}, feats, gt, SCConfig(), variants=(BY_NAME["teacher_sc"],))
+    assert torch.equal(alone["teacher_sc"], full["teacher_sc"])  # no assistant needed
+    with pytest.raises(ValueError, match="needs assistant map 'bd'"):
+        build_variants(p_t, {"fp": p_f}, feats, gt, SCConfig(), variants=only)

@@ -19,6 +19,11 @@ from pipeline.cascade import (
 )
 
 
+def totals(info: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Per-image SC counts summed over the batch."""
+    return {k: int(v.sum()) for k, v in info.items()}
+
+
 def pixels(*vectors: list[float]) -> torch.Tensor:
     """Column vectors -> (1, K, 1, n) map."""
     return torch.tensor(vectors).T.reshape(1, len(vectors[0]), 1, len(vectors))
@@ -37,8 +42,9 @@ def test_sc_copies_true_nearest_correct_pixel(seed: int, c: int, f: int, backend
     ref, margin = sc_loop(probs, feats, gt, 0.1)
     assert ((out == ref).all(dim=1) | (margin < 1e-5)).all()
     assert not false_pixels(out, gt).any()
-    assert info["sc_in_image"] + info["sc_onehot"] == int(false_pixels(probs, gt).sum())
-    assert info["sc_bank"] == 0
+    per_image = info["sc_in_image"] + info["sc_onehot"]
+    assert per_image.tolist() == false_pixels(probs, gt).flatten(1).sum(1).tolist()
+    assert totals(info)["sc_bank"] == 0
 
 
 def test_query_never_copies_from_another_class() -> None:
@@ -50,7 +56,7 @@ def test_query_never_copies_from_another_class() -> None:
     for backend in ("torch", "numpy", *FAISS_CPU, "kdtree"):
         out, info = similarity_correct(probs, feats, gt, SCConfig(backend=backend))
         assert torch.equal(out[0, :, 0, 0], probs[0, :, 0, 2])
-        assert info == {"sc_in_image": 1, "sc_bank": 0, "sc_onehot": 0}
+        assert totals(info) == {"sc_in_image": 1, "sc_bank": 0, "sc_onehot": 0}
 
 
 def test_copies_within_the_same_image_only() -> None:
@@ -75,13 +81,13 @@ def test_bank_then_smoothed_onehot() -> None:
     out, info = similarity_correct(probs, feats, gt, SCConfig(backend="torch"), bank)
     assert torch.equal(out[0, :, 0, 0], bank.soft[1][1])
     assert torch.equal(out[0, :, 0, 1], bank.soft[1][0])
-    assert info == {"sc_in_image": 0, "sc_bank": 2, "sc_onehot": 0}
+    assert totals(info) == {"sc_in_image": 0, "sc_bank": 2, "sc_onehot": 0}
     for cfg, b in ((SCConfig(backend="torch"), None), (SCConfig(use_bank=False), bank)):
         out, info = similarity_correct(probs, feats, gt, cfg, b)
         assert torch.allclose(out[0, :, 0, 0], torch.tensor([0.05, 0.9, 0.05]))
-        assert info == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 2}
+        assert totals(info) == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 2}
     empty = ClassBank(features={2: torch.ones(1, 2)}, soft={2: torch.tensor([[0.0, 0.0, 1.0]])})
-    assert similarity_correct(probs, feats, gt, SCConfig(), empty)[1]["sc_onehot"] == 2
+    assert similarity_correct(probs, feats, gt, SCConfig(), empty)[1]["sc_onehot"].tolist() == [2]
 
 
 def test_tied_copied_vector_falls_back_to_onehot() -> None:
@@ -90,7 +96,7 @@ def test_tied_copied_vector_falls_back_to_onehot() -> None:
     bank = ClassBank(features={1: torch.ones(1, 2)}, soft={1: torch.tensor([[0.5, 0.5]])})
     out, info = similarity_correct(probs, torch.ones(1, 2, 1, 1), gt, SCConfig(smoothing=0.2), bank)
     assert torch.allclose(out.flatten(), torch.tensor([0.2, 0.8]))
-    assert info == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 1}
+    assert totals(info) == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 1}
 
 
 def test_invariant_violation_raises(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,7 +142,7 @@ def test_all_correct_input_is_returned_unchanged() -> None:
     probs, _, _, feats, _ = make_case(5, 2, 3, 4, 4, 3)
     out, info = similarity_correct(probs, feats, probs.argmax(dim=1), SCConfig())
     assert torch.equal(out, probs) and out is not probs
-    assert info == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 0}
+    assert totals(info) == {"sc_in_image": 0, "sc_bank": 0, "sc_onehot": 0}
 
 
 def test_config_and_input_validation() -> None:
@@ -151,3 +157,36 @@ def test_config_and_input_validation() -> None:
         similarity_correct(probs, feats, gt + 2, SCConfig())
     with pytest.raises(ValueError, match="integer class ids"):
         similarity_correct(probs, feats, gt.float(), SCConfig())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), backend=st.sampled_from(["torch", "numpy"]))
+def test_batched_sc_equals_sc_image_by_image(seed: int, backend: str) -> None:
+    """One call over the batch gives exactly the outputs and counts of one call per image."""
+    probs, _, _, feats, gt = make_case(seed, 4, 3, 7, 5, 4)
+    gt[1] = probs[1].argmax(0)  # an all-correct image among them
+    cfg = SCConfig(backend=backend)
+    bank = ClassBank(
+        features={2: torch.randn(5, 4)},
+        soft={2: torch.softmax(torch.randn(5, 3) + torch.tensor([0, 0, 9.0]), 1)},
+    )
+    gt[3][gt[3] == 2] = 0  # keep class 2 out of image 3 ...
+    gt[0][probs[0].argmax(0) == 2] = 1  # ... and give image 0 class-2 pixels that are all wrong
+    gt[0, 0, 0] = 2 if probs[0, :, 0, 0].argmax() != 2 else gt[0, 0, 0]
+    out, info = similarity_correct(probs, feats, gt, cfg, bank)
+    right = probs.argmax(1) == gt
+    again, info_r = similarity_correct(probs, feats, gt, cfg, bank, right=right)
+    assert torch.equal(out, again) and totals(info) == totals(info_r)
+    for i in range(4):
+        one, info_i = similarity_correct(
+            probs[i : i + 1], feats[i : i + 1], gt[i : i + 1], cfg, bank
+        )
+        assert torch.equal(out[i : i + 1], one)
+        assert {k: int(v[i]) for k, v in info.items()} == totals(info_i)
+
+
+def test_needs_bank_with_given_mask() -> None:
+    probs = torch.cat([pixels([0.9, 0.1], [0.8, 0.2]), pixels([0.9, 0.1], [0.2, 0.8])])
+    gt = torch.tensor([[[1, 0]], [[1, 1]]])
+    right = probs.argmax(1) == gt
+    assert needs_bank(probs, gt, right).tolist() == needs_bank(probs, gt).tolist() == [True, False]

@@ -72,13 +72,13 @@ def plc(*args: str) -> str:
     return result.output
 
 
-def precompute_args(inputs: dict[str, Path], out: Path) -> list[str]:
+def precompute_args(inputs: dict[str, Path], out: Path, shard_size: int = 8) -> list[str]:
     """``plc precompute`` arguments for these inputs (shards of 8, batches of 4, CPU)."""
     return [
         "precompute", "--dataset", "g", "--data", str(inputs["data"]),
         "--teacher", str(inputs["teacher"]), "--assistant-fp", str(inputs["assistant_fp"]),
         "--assistant-bd", str(inputs["assistant_bd"]), "--out", str(out),
-        "--shard-size", "8", "--batch-size", "4", "--no-progress", "--device", "cpu",
+        "--shard-size", str(shard_size), "--batch-size", "4", "--no-progress", "--device", "cpu",
     ]  # fmt: skip
 
 
@@ -100,3 +100,45 @@ def content_digest(path: Path, variants: tuple[str, ...] | None = None) -> dict[
         data = "\n".join(arr.tolist()).encode() if arr.dtype.kind in "UOT" else arr.tobytes()
         out[key] = hashlib.sha256(data).hexdigest()
     return out
+
+
+# `python -c` body: plc with each shard write slowed by 0.5 s, so that a test can kill the
+# process between two shards (the writes themselves are the real ones).
+SLOW_PLC = """
+import sys, time
+import torch
+torch.set_num_threads(1)  # the test kills it between shards: keep it steady on a busy machine
+from storage_schema import LabelStoreWriter
+from stages.cli import app
+
+original = LabelStoreWriter.write_shard
+
+def slow(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    time.sleep(0.5)
+
+LabelStoreWriter.write_shard = slow
+app(sys.argv[1:])
+"""
+
+
+def store_files(root: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under ``root``."""
+    return {
+        str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
+    }
+
+
+def same_store(a: Path, b: Path) -> list[str]:
+    """Files that differ between two label stores, ignoring the recorded output path."""
+    import json
+
+    fa, fb = store_files(a), store_files(b)
+    differing = sorted(set(fa) ^ set(fb))
+    differing += [k for k in fa.keys() & fb.keys() if fa[k] != fb[k] and k != "zarr.json"]
+    meta = [json.loads(f["zarr.json"]) for f in (fa, fb)]
+    for m in meta:
+        m["attributes"]["provenance"]["precompute"].pop("out")
+    if meta[0] != meta[1]:
+        differing.append("zarr.json")
+    return differing

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.variants import NAMES, NO_KD
+from pipeline.variants import VARIANTS as TABLE
 from stages.cli import app
 
-VARIANTS = ("none", "teacher", "teacher_sc", "teacher_fa", "teacher_ba", "teacher_fa_ba", "plc")
-CASCADE = ("teacher", "teacher_fa", "teacher_fa_ba", "plc")
+VARIANTS = (NO_KD, *NAMES)  # the variant table's rows and the student alone
+CASCADE = tuple(v.name for v in TABLE if v.symbol)  # Y^I, Y^F, Y^B, Y^U
 EPOCH = "1700000000"
 runner = CliRunner()
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from precompute_inputs import EPOCH, content_digest, make_inputs, plc, precompute_args
+from precompute_inputs import (
+    EPOCH,
+    SLOW_PLC,
+    content_digest,
+    make_inputs,
+    plc,
+    precompute_args,
+    same_store,
+)
 
 GOLDEN = {
     "ids": "a93f319b5aa2865f9048b9b34277f91ec32cf2a3f3b4fbf93cc41cdcdb05548b",
@@ -62,3 +70,146 @@ def test_stored_content_unchanged_from_the_pre_change_code(store: Path) -> None:
     )
     differing = sorted(k for k in GOLDEN if digest.get(k) != GOLDEN[k])
     assert not differing, f"stored arrays changed: {differing}"
+
+
+@pytest.fixture(scope="module")
+def store4(inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same 19 train images in five shards of 4 (the last one short)."""
+    out = tmp_path_factory.mktemp("labels4") / "g.zarr"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", EPOCH)
+        plc(*precompute_args(inputs, out, shard_size=4))
+    return out
+
+
+def _kill_after_first_shard(args: list[str], tmp: Path) -> None:
+    """Run plc (shard writes slowed) in a subprocess; SIGKILL it once shard 0 is marked done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = os.environ | {"SOURCE_DATE_EPOCH": EPOCH}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PLC, *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120  # a few seconds on an idle machine
+        while not (tmp / "done" / "c" / "0").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no shard was written within 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_computes_only_pending_shards_and_is_byte_identical(
+    inputs: dict[str, Path], store4: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from stages import shard
+    from stages.cli import app
+    from storage_schema import LabelStoreWriter, StoreError, open_label_store
+
+    out = tmp_path / "g.zarr"
+    tmp = tmp_path / "g.zarr.writing"
+    args = precompute_args(inputs, out, shard_size=4)
+    _kill_after_first_shard(args, tmp)
+    assert not out.exists()
+    with pytest.raises(StoreError, match=r"was not finished .*--resume continues it"):
+        open_label_store(out)
+    pending = LabelStoreWriter.open(tmp).pending_shards()
+    n_all = len(LabelStoreWriter.open(tmp).shard_bounds())
+    assert 0 < len(pending) < n_all == 5
+
+    runner = CliRunner()
+    changed = runner.invoke(app, [*args, "--resume", "--gt-smoothing", "0.2"])
+    assert changed.exit_code == 1
+    assert (
+        "its provenance field 'precompute.gt_smoothing' is 0.1 but this run has 0.2"
+        in changed.output
+    )
+
+    scanned, finished = [], []
+    scan, finish = shard.PrecomputeWorker.scan, shard.PrecomputeWorker.finish
+    monkeypatch.setattr(shard.PrecomputeWorker, "scan",
+                        lambda self, job: scanned.append(job.start) or scan(self, job))  # fmt: skip
+    monkeypatch.setattr(shard.PrecomputeWorker, "finish",
+                        lambda self, job, s, q: finished.append(job.start) or finish(self, job, s, q))  # fmt: skip
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert sorted(scanned) == sorted(finished) == [a for a, _ in pending]
+    assert same_store(out, store4) == []
+
+
+def test_resume_without_an_interrupted_run_says_so(inputs: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    result = CliRunner().invoke(app, [*precompute_args(inputs, tmp_path / "x.zarr"), "--resume"])
+    assert result.exit_code == 1
+    assert "--resume: there is no interrupted run to continue" in result.output
+
+
+def test_a_failed_write_surfaces_and_nothing_is_published(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+    from storage_schema import LabelStoreWriter
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(LabelStoreWriter, "write_shard", broken)
+    out = tmp_path / "g.zarr"
+    result = CliRunner().invoke(app, precompute_args(inputs, out))
+    assert result.exit_code != 0
+    assert isinstance(result.exception, OSError) and "disk full" in str(result.exception)
+    assert not out.exists() and (tmp_path / "g.zarr.writing").exists()
+
+
+def test_controls_are_stored_and_decode_to_the_gt(store: Path, inputs: dict[str, Path]) -> None:
+    import numpy as np
+
+    from storage_schema import open_dataset_store, open_label_store
+
+    labels = open_label_store(store)
+    data = open_dataset_store(inputs["data"])
+    masks = np.asarray(data.masks.get_orthogonal_selection((data.indices("train"),)))
+    for name in ("gt", "gt_smooth"):
+        decoded = np.exp(labels.read(name, slice(None)))  # (N, C, H, W)
+        np.testing.assert_array_equal(decoded.argmax(1), masks)
+        assert (labels.stat(f"false_pixels_{name}") == 0).all()
+    smooth = np.exp(labels.read("gt_smooth", slice(None))).max(1)
+    assert abs(float(smooth.mean()) - 0.9) < 0.01  # ε = 0.1 after int8 encoding
+    hard = np.exp(labels.read("gt", slice(None))).max(1)
+    assert hard.min() > 0.999
+
+
+def test_live_labels_are_the_stored_ones(store: Path, inputs: dict[str, Path]) -> None:
+    """LiveLabels runs the same table-driven functions: equal argmax, within int8 encoding."""
+    import numpy as np
+    import torch
+
+    from stages.data import load_split
+    from stages.live import LiveLabels
+    from storage_schema import open_dataset_store, open_label_store
+
+    labels = open_label_store(store)
+    train = load_split(open_dataset_store(inputs["data"]), "train")
+    idx = torch.arange(len(train))
+    images, masks = train.batch(idx, torch.device("cpu"))
+    for variant in ("teacher", "teacher_sc", "teacher_fa_ba", "plc", "gt_smooth"):
+        live = LiveLabels(labels, variant, train, torch.device("cpu"))(idx, images, masks)
+        stored = torch.from_numpy(np.asarray(labels.read(variant, slice(None))))
+        assert torch.equal(live.argmax(1), stored.argmax(1)), variant
+        assert (live.exp() - stored.exp()).abs().max() < 0.05, variant

@@ -27,7 +27,7 @@ def test_public_names() -> None:
         "StoreError", "LOGP_SCALE", "encode_logprobs", "decode_logprobs", "encoding_error",
         "MANIFEST_SCHEMA", "build_manifest", "manifest_sha256", "DATASET_SCHEMA",
         "DATASET_SCHEMA_VERSION", "write_dataset_store", "DatasetStore", "open_dataset_store",
-        "LABEL_SCHEMA", "LABEL_SCHEMA_VERSION", "VARIANTS", "create_label_store",
+        "LABEL_SCHEMA", "LABEL_SCHEMA_VERSION", "create_label_store",
         "LabelStoreWriter", "LabelStore", "open_label_store", "verify_store", "format_summary",
     }  # fmt: skip
     assert expected <= set(storage_schema.__all__)
