@@ -75,7 +75,7 @@ def check_training(
         return result
     result["passed"] = False
     message = (
-        f"{role} failed the training check: {problem}. What it would pass on is noise. "
+        f"{role} failed the training check: {problem}; nothing downstream can learn from it. "
         "Try more optimizer steps (--epochs, --steps-per-epoch), a lower --lr, or a larger "
         "image size (plc prepare --size ...); --allow-weak-teacher goes on anyway."
     )
