@@ -129,6 +129,60 @@ def label_quality(labels: Path) -> list[str]:
     return lines
 
 
+def weak_team(runs: list[dict], teacher: dict | None, labels: Path | None) -> list[str]:
+    """One line per team member that does not beat the student alone on the same split.
+
+    The teacher is compared on the test split (its metrics file vs the student alone's
+    mean); with a label store, each member's train-split Dice from its training check
+    (the checkpoints named in the store's provenance) is compared with the student alone's
+    train-split Dice when its runs recorded one, and a member kept with
+    ``--allow-weak-teacher`` after failing the check is named.
+    """
+    alone = [r for r in runs if r["config"]["variant"] == NO_KD]
+    lines = []
+    alone_test = mean_std([r["dice"] for r in alone])[0] if alone else math.nan
+    if teacher is not None and teacher["dice"] <= alone_test:
+        lines.append(
+            f"- Teacher T does not beat the student alone on the test split "
+            f"({100 * teacher['dice']:.2f} vs {100 * alone_test:.2f} Dice): its soft labels "
+            "are not expected to help; train it for more steps or at a larger image size."
+        )
+    alone_train = [r["train_check"]["train_dice"] for r in alone if "train_check" in r]
+    train_ref = mean_std(alone_train)[0] if alone_train else math.nan
+    for role, check in _member_checks(labels).items():
+        dice = check.get("train_dice", math.nan)
+        if not check.get("passed", True):
+            lines.append(
+                f"- {role} failed the training check (train-split Dice {100 * dice:.2f}) "
+                "and was kept with --allow-weak-teacher."
+            )
+        elif dice <= train_ref:
+            lines.append(
+                f"- {role} does not beat the student alone on the train split "
+                f"({100 * dice:.2f} vs {100 * train_ref:.2f} Dice)."
+            )
+    return lines
+
+
+def _member_checks(labels: Path | None) -> dict[str, dict]:
+    """role -> the training check each team checkpoint recorded (none for older ones)."""
+    if labels is None:
+        return {}
+    from pipeline.checkpoint import load_checkpoint
+    from storage_schema import open_label_store
+
+    names = {"teacher": "Teacher T", "assistant_fp": "TA_f", "assistant_bd": "TA_b"}
+    out = {}
+    for role, net in open_label_store(labels).provenance.get("networks", {}).items():
+        try:
+            check = load_checkpoint(net["path"]).get("extra", {}).get("train_check")
+        except (FileNotFoundError, ValueError):
+            continue  # the checkpoint moved or was replaced: nothing to say about it
+        if check:
+            out[names.get(role, role)] = check
+    return out
+
+
 def run(cfg: ReportConfig) -> Path:
     runs = load_runs(cfg.runs)
     teacher = json.loads(Path(cfg.teacher_metrics).read_text()) if cfg.teacher_metrics else None
@@ -142,6 +196,9 @@ def run(cfg: ReportConfig) -> Path:
         "",
         *results_table(runs, teacher),
     ]
+    weak = weak_team(runs, teacher, cfg.labels)
+    if weak:
+        lines += ["", "**Team members that do not beat the student alone**", "", *weak]
     if cfg.labels is not None:
         lines += [
             "",
