@@ -192,3 +192,18 @@ def test_raw_array_views_of_a_dataset_store_are_checked(tmp_path: Path, make_dat
         with pytest.raises(StoreError, match=sentence):
             read()
     assert store.masks.shape == (len(ids), *store.size) and store.masks.chunks[0] == 1
+
+
+def test_batch_reads_by_runs_equal_zarr_orthogonal_selection(tmp_path: Path) -> None:
+    """read_runs (slices of consecutive positions) returns what zarr's oindex returns."""
+    from storage_schema.integrity import read_runs
+
+    path = write_all(tmp_path / "l.zarr", soft_maps())
+    arr = zarr.open_group(path, mode="r")["soft/plc"]
+    rng = np.random.default_rng(3)
+    cases = [np.array([0]), np.arange(len(IDS)), np.array([6, 0, 3, 3, 4, 5, 1])]
+    cases += [rng.integers(0, len(IDS), int(rng.integers(1, 12))) for _ in range(20)]
+    for idx in cases:
+        np.testing.assert_array_equal(read_runs(arr, idx), arr.oindex[idx])
+    store = open_label_store(path)
+    np.testing.assert_array_equal(store.read_codes("plc", [5, 2, 2]), arr.oindex[[5, 2, 2]])
