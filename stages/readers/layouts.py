@@ -114,20 +114,22 @@ def list_glob(root: Path, naming: Naming) -> Listing:
     if not naming.images or not naming.masks:
         problem = Problem(root, "layout 'glob' needs both --images GLOB and --masks GLOB")
         return Listing(root, problems=[problem])
-    masks = glob_files(root, naming.masks)
-    images = glob_files(root, naming.images, exclude=frozenset(masks))
-    problems = [
+    masks, bad_masks = glob_files(root, naming.masks)
+    images, bad_images = glob_files(root, naming.images, exclude=frozenset(masks))
+    none = [
         Problem(root, f"no image files match --{option} {pattern!r} under the root")
         for option, pattern, files in (("images", naming.images, images),
                                        ("masks", naming.masks, masks))
         if not files
     ]  # fmt: skip
-    if problems:
-        return Listing(root, problems=problems)
-    return pair_by_key(
+    if none:
+        return Listing(root, problems=bad_images + bad_masks + none)
+    listing = pair_by_key(
         root, images, masks, naming,
         lambda stem: f"a file {stem}.* matching --masks {naming.masks!r}",
     )  # fmt: skip
+    listing.problems[:0] = bad_images + bad_masks
+    return listing
 
 
 def list_kvasir(root: Path) -> Listing:

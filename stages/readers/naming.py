@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.readers.base import IMAGE_SUFFIXES, Listing, Problem, RawPair, Split
+from stages.readers.base import IMAGE_SUFFIXES, Listing, Problem, RawPair, Split, entry_kind
 
 logger = logging.getLogger(__name__)
 
@@ -190,11 +190,22 @@ def _separator_splits(stem: str) -> list[tuple[str, str]]:
     return [(stem[:k], stem[k:]) for k in range(1, len(stem)) if stem[k] in _SEPARATORS]
 
 
-def glob_files(root: Path, pattern: str, exclude: frozenset[Path] = frozenset()) -> list[Path]:
-    """Image files under ``root`` matching ``pattern``, sorted; hidden files are skipped."""
-    found = []
+def glob_files(
+    root: Path, pattern: str, exclude: frozenset[Path] = frozenset()
+) -> tuple[list[Path], list[Problem]]:
+    """Image files under ``root`` matching ``pattern``, sorted, and the matches that are bad.
+
+    Hidden files and folders are skipped; a match that is no regular file (a broken
+    symlink, a symlink loop, a FIFO or device) is a problem, as in ``folder``.
+    """
+    found, problems = [], []
     for path in sorted(root.glob(pattern)):
         hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
-        if path.is_file() and not hidden and path.suffix.lower() in IMAGE_SUFFIXES:
-            found += [] if path in exclude else [path]
-    return found
+        if hidden or path.suffix.lower() not in IMAGE_SUFFIXES or path in exclude:
+            continue
+        kind, reason = entry_kind(path)
+        if reason is not None:
+            problems.append(Problem(path, reason))
+        elif kind == "file":
+            found.append(path)
+    return found, problems

@@ -3,6 +3,7 @@ suggestion when nothing pairs — on tiny trees laid out like the published sets
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,16 @@ def test_partial_suggestion_names_the_share(tmp_path: Path) -> None:
         "nothing paired (4 images, 4 masks): 3 of 4 mask stems are an image stem + '_lesion': "
         "try --mask-suffix _lesion"
     )
+
+
+def test_glob_reports_links_and_fifos_it_matches(tmp_path: Path) -> None:
+    suffix_tree(tmp_path, "_mask", n=2)
+    (tmp_path / "images" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(tmp_path / "masks" / "pipe_mask.png")
+    naming = Naming(mask_suffix="_mask", images="images/*", masks="masks/*")
+    listing = LAYOUTS["glob"].scan(tmp_path, naming=naming)
+    assert [p.id for p in listing.pairs] == ["case_000", "case_001"]
+    reasons = {p.path.name: p.reason for p in listing.problems}
+    assert reasons.keys() == {"gone.png", "pipe_mask.png"}
+    assert reasons["gone.png"].startswith("broken symlink")
+    assert reasons["pipe_mask.png"].startswith("not a regular file")
