@@ -125,22 +125,53 @@ def sample_correct_pixels(
         c -> (features (n_c, F) L2-normalised, soft vectors (n_c, C)); classes without a correct
         pixel are absent.
     """
-    sizes = check_shape(probs, "C H W", "probs")
-    check_shape(feats, f"F {sizes['H']} {sizes['W']}", "feats")
-    check_shape(gt, f"{sizes['H']} {sizes['W']}", "gt")
-    check_label_map(gt, sizes["C"])
-    right = (class_argmax(probs, 0) == gt).flatten()  # (H*W,)
-    gt_flat = gt.flatten()  # (H*W,)
-    f_flat = F.normalize(feats.flatten(1).T.float(), dim=1)  # (H*W, F)
-    p_flat = probs.flatten(1).T  # (H*W, C)
-    out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for c in range(sizes["C"]):
-        idx = torch.nonzero(right & (gt_flat == c)).squeeze(1)  # (n,)
-        if len(idx) == 0:
-            continue
-        perm = torch.randperm(len(idx), generator=generator, device=generator.device)
-        idx = idx[perm[:per_class].to(idx.device)]
-        out[c] = (f_flat[idx], p_flat[idx])
+    return sample_batch(probs[None], feats[None], gt[None], per_class, [generator])[0]
+
+
+def unit_features(feats: torch.Tensor) -> list[torch.Tensor]:
+    """Per image of (B, F, H, W): the (H*W, F) L2-normalised features (as the bank stores)."""
+    return [F.normalize(f.flatten(1).T.float(), dim=1) for f in feats]
+
+
+def sample_batch(
+    probs: torch.Tensor,
+    feats: torch.Tensor,
+    gt: torch.Tensor,
+    per_class: int,
+    generators: Sequence[torch.Generator],
+    right: torch.Tensor | None = None,
+    unit: Sequence[torch.Tensor] | None = None,
+) -> list[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """:func:`sample_correct_pixels` for every image of a batch, inputs validated once.
+
+    Args:
+        probs: (B, C, H, W) soft labels.
+        feats: (B, F, H, W) features.
+        gt: (B, H, W) long.
+        per_class: maximum number of pixels per class and image.
+        generators: one per image (the sample of image b depends only on its generator).
+        right: (B, H, W) bool ``argmax(probs) == gt`` when the caller has it already.
+        unit: :func:`unit_features` of ``feats`` when the caller has them already.
+    """
+    sizes = check_sc_inputs(probs, feats, gt, right)
+    if len(generators) != sizes["B"]:
+        raise ValueError(f"need one generator per image ({sizes['B']}), got {len(generators)}.")
+    if right is None:
+        right = class_argmax(probs, 1) == gt  # (B, H, W)
+    unit = unit_features(feats) if unit is None else unit
+    out = []
+    for b, generator in enumerate(generators):
+        right_b, gt_b = right[b].flatten(), gt[b].flatten()  # (H*W,)
+        p_flat = probs[b].flatten(1).T  # (H*W, C)
+        sample: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for c in range(sizes["C"]):
+            idx = torch.nonzero(right_b & (gt_b == c)).squeeze(1)  # (n,)
+            if len(idx) == 0:
+                continue
+            perm = torch.randperm(len(idx), generator=generator, device=generator.device)
+            idx = idx[perm[:per_class].to(idx.device)]
+            sample[c] = (unit[b][idx], p_flat[idx])
+        out.append(sample)
     return out
 
 

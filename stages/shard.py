@@ -104,22 +104,17 @@ def bank_samples(
     The generator of image ``j`` depends only on (seed, j): the bank never depends on
     scheduling.
     """
-    from pipeline.cascade import sample_correct_pixels
+    from pipeline.sc import sample_batch, unit_features
 
     gt, feats_cpu = casc.gt.cpu(), feats.cpu()
+    unit = unit_features(feats_cpu)  # shared by every base
     samples: dict[str, list] = {}
     for base in sc_bases() if bases is None else bases:
-        probs = casc.maps[base].cpu()
-        samples[base] = [
-            sample_correct_pixels(
-                probs[i],
-                feats_cpu[i],
-                gt[i],
-                per_class,
-                torch.Generator().manual_seed(seed * 1_000_003 + j),
-            )
-            for i, j in enumerate(idx.tolist())
-        ]
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + j) for j in idx.tolist()]
+        samples[base] = sample_batch(
+            casc.maps[base].cpu(), feats_cpu, gt, per_class, generators,
+            casc.right[base].cpu(), unit,
+        )  # fmt: skip
     return samples
 
 
