@@ -493,10 +493,17 @@ class EvaluateConfig(StageConfig):
 class ReportConfig(StageConfig):
     """Options of ``plc report``."""
 
-    runs: Path = option(help="Folder of runs (each with metrics.json).")
-    out: Path = option(help="Markdown report path.")
-    labels: Path | None = option(None, help="Label store for label-quality rows.")
-    teacher_metrics: Path | None = option(None, help="Teacher metrics JSON.")
+    runs: Path = option(help="Folder of runs (each with metrics.json), e.g. runs/<ds>.")
+    out: Path = option(help="Markdown report path (PNG figures are written beside it).")
+    labels: Path | None = option(
+        None, help="Label store, or a folder of label stores (one per fold), for label quality."
+    )
+    teacher_metrics: Path | None = option(
+        None,
+        help="Teacher metrics JSON, or a folder searched for every teacher.metrics.json (one "
+        "per fold, e.g. models/<ds>) for the teacher–student gap.",
+    )
+    bootstrap: int = option(2000, help="Resamples of the image-level paired bootstrap.", ge=100)
 
 
 @dataclass(frozen=True)

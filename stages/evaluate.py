@@ -31,40 +31,56 @@ def predict(
 
 
 def evaluate_model(
-    model: nn.Module, data: SplitData, num_classes: int, batch_size: int, device: torch.device
+    model: nn.Module,
+    data: SplitData,
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    boundary: bool = False,
 ) -> dict:
-    """Per-image Dice and IoU of ``model`` on ``data`` with their mean and std."""
+    """Per-image Dice and IoU of ``model`` on ``data`` with their mean and std; with
+    ``boundary``, also HD95 and ASSD in pixels (:mod:`pipeline.boundary`; images where they
+    are undefined are NaN per image, skipped in the mean and counted)."""
     from pipeline.metrics import mean_std
 
-    dice, iou = _dice_iou_by_batch(model, data, num_classes, batch_size, device)
-    dice_mean, dice_std = mean_std(dice)
-    iou_mean, iou_std = mean_std(iou)
-    return {
-        "n_images": len(data),
-        "dice": dice_mean,
-        "dice_std": dice_std,
-        "iou": iou_mean,
-        "iou_std": iou_std,
-        "per_image": [
-            {"id": i, "dice": float(d), "iou": float(u)}
-            for i, d, u in zip(data.ids, dice.tolist(), iou.tolist(), strict=True)
-        ],
-    }
+    scores = _scores_by_batch(model, data, num_classes, batch_size, device, boundary)
+    out: dict = {"n_images": len(data)}
+    for name, values in scores.items():
+        out[name], out[f"{name}_std"] = mean_std(values)
+    if boundary:
+        out["boundary_undefined"] = int(torch.isnan(scores["hd95"]).sum())
+    values = {name: v.tolist() for name, v in scores.items()}
+    out["per_image"] = [
+        {"id": image_id, **{name: float(v[i]) for name, v in values.items()}}
+        for i, image_id in enumerate(data.ids)
+    ]
+    return out
 
 
 @torch.inference_mode()
-def _dice_iou_by_batch(
-    model: nn.Module, data: SplitData, num_classes: int, batch_size: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image Dice and IoU (N,), batch by batch: only per-image scores are kept."""
+def _scores_by_batch(
+    model: nn.Module,
+    data: SplitData,
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    boundary: bool,
+) -> dict[str, torch.Tensor]:
+    """Per-image scores (N,) by name, batch by batch: only per-image scores are kept."""
+    from pipeline.boundary import boundary_distances
     from pipeline.metrics import dice_iou
 
     model.eval()
-    scores = []
+    scores: dict[str, list[torch.Tensor]] = {}
     for idx in epoch_batches(len(data), batch_size, 0, 0, shuffle=False):
         images, masks = data.batch(idx, device)
-        scores.append([s.cpu() for s in dice_iou(model(images).argmax(1), masks, num_classes)])
-    return torch.cat([d for d, _ in scores]), torch.cat([u for _, u in scores])
+        pred = model(images).argmax(1)
+        batch = dict(zip(("dice", "iou"), dice_iou(pred, masks, num_classes), strict=True))
+        if boundary:
+            batch["hd95"], batch["assd"] = boundary_distances(pred.cpu(), masks.cpu(), num_classes)
+        for name, values in batch.items():
+            scores.setdefault(name, []).append(values.cpu())
+    return {name: torch.cat(parts) for name, parts in scores.items()}
 
 
 def write_metrics(metrics: dict, out: Path, extra: dict | None = None) -> Path:
@@ -74,9 +90,10 @@ def write_metrics(metrics: dict, out: Path, extra: dict | None = None) -> Path:
     summary.update(extra or {})
     csv_path = out.with_name(out.name.removesuffix(".json") + "_per_image.csv")
     with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["id", "dice", "iou"])
+        rows = metrics["per_image"]
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id", "dice", "iou"])
         writer.writeheader()
-        writer.writerows(metrics["per_image"])
+        writer.writerows(rows)
     out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return out
 
@@ -90,7 +107,9 @@ def run(cfg: EvaluateConfig) -> Path:
     model, meta = build_from_checkpoint(cfg.checkpoint)
     store = open_store(cfg.data, cfg.fold)
     data = load_split(store, cfg.split)
-    metrics = evaluate_model(model.to(device), data, meta["num_classes"], cfg.batch_size, device)
+    metrics = evaluate_model(
+        model.to(device), data, meta["num_classes"], cfg.batch_size, device, boundary=True
+    )
     out = cfg.out or Path(cfg.checkpoint).with_suffix(f".{cfg.split}.json")
     extra = {
         "checkpoint": str(cfg.checkpoint),

@@ -1,132 +1,134 @@
-"""report stage: a paper-Table-2-style Markdown table over all runs, plus label quality."""
+"""report stage: a paper-Table-2-style Markdown report over all runs, folds × seeds, paired.
+
+Order of the report (the experiment design of DESIGN.md): the teacher–student-alone gap
+first (no gap: nothing to transfer), then each variant and the controls (Dice, IoU, HD95,
+ASSD; mean ± std over folds × seeds), the paired Δs vs the student alone and vs vanilla KD
+(t interval over the paired runs, and an image-level paired bootstrap) with a forest plot,
+each run's val-Dice slope over its last 20 % of epochs, label quality, and a λ × τ table when
+such runs exist. Runs of one (fold, seed) must share their initial weights and batch order
+(``stages.pairing``); the report refuses to pair runs that do not.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.metrics import mean_std
-from pipeline.variants import NO_KD, NO_KD_LABEL, VARIANTS
+from pipeline.variants import NO_KD, VARIANTS
 from stages.configs import ReportConfig
+from stages.report_tables import (
+    BOUNDARY,
+    METRICS,
+    ROWS,
+    delta_lines,
+    gap_lines,
+    main_setting,
+    results_lines,
+    sensitivity_lines,
+    slope_lines,
+    verdict,
+)
 
 logger = logging.getLogger(__name__)
 
-# (variant, row label in the paper's notation), from the variant table
-ROWS = ((NO_KD, NO_KD_LABEL), *((v.name, v.label) for v in VARIANTS))
-# two-sided 95 % Student-t quantiles by degrees of freedom (1..30); normal beyond
-_T95 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
+
+@dataclass
+class Run:
+    """One trained network evaluated on a test split (a student run or a fold's teacher)."""
+
+    variant: str
+    fold: int | None
+    seed: int
+    config: dict
+    scores: dict[str, float]
+    per_image: dict[str, dict[str, float]] = field(default_factory=dict)
+    val_dice: list[float] = field(default_factory=list)
+    path: str = ""
+
+    @property
+    def key(self) -> tuple:
+        return (self.fold, self.seed)
+
+    @property
+    def setting(self) -> tuple[float, float]:
+        return (float(self.config.get("lam", math.nan)), float(self.config.get("tau", math.nan)))
 
 
-def load_runs(runs: Path) -> list[dict]:
-    """Every ``metrics.json`` under ``runs`` (one per student run)."""
+def _per_image(csv_path: Path) -> dict[str, dict[str, float]]:
+    if not csv_path.exists():
+        return {}
+    with open(csv_path, newline="") as f:
+        return {
+            r["id"]: {k: float(v) for k, v in r.items() if k != "id"} for r in csv.DictReader(f)
+        }
+
+
+def _val_dice(curve: Path) -> list[float]:
+    if not curve.exists():
+        return []
+    with open(curve, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [float(r["val_dice"]) for r in rows if r.get("val_dice") not in (None, "")]
+
+
+def load_runs(runs: Path) -> list[Run]:
+    """Every student run (``metrics.json``) under ``runs``."""
     found = sorted(Path(runs).glob("**/metrics.json"))
     if not found:
         raise FileNotFoundError(
             f"no metrics.json under {runs}: run `plc distill ... --out {runs}/<exp>` first."
         )
-    return [json.loads(p.read_text()) | {"_path": str(p.parent)} for p in found]
+    out = []
+    for p in found:
+        m = json.loads(p.read_text())
+        cfg = m.get("config", {})
+        out.append(
+            Run(cfg["variant"], cfg.get("fold"), int(cfg["seed"]),
+                cfg | _digests(m) | {"dataset": m.get("dataset", "?")},
+                _scores(m), _per_image(p.with_name("metrics_per_image.csv")),
+                _val_dice(p.with_name("curve.csv")), str(p.parent))
+        )  # fmt: skip
+    return out
 
 
-def paired_delta(runs: list[dict], base: list[dict], key: str) -> str:
-    """Mean paired difference (same seed) vs ``base`` with a 95 % t interval."""
-    by_seed = {r["config"]["seed"]: r[key] for r in base}
-    diffs = [r[key] - by_seed[r["config"]["seed"]] for r in runs if r["config"]["seed"] in by_seed]
-    if not diffs:
-        return "–"
-    mean, std = mean_std(diffs)
-    if len(diffs) < 2:
-        return f"{100 * mean:+.2f}"
-    half = (
-        (_T95[len(diffs) - 2] if len(diffs) - 1 <= len(_T95) else 1.96)
-        * std
-        / math.sqrt(len(diffs))
+def _digests(m: dict) -> dict:
+    return {k: m[k] for k in ("init_sha256", "batches_sha256") if k in m}
+
+
+def _scores(m: dict) -> dict[str, float]:
+    return {k: float(m[k]) for k, _, _ in (*METRICS, *BOUNDARY) if m.get(k) is not None}
+
+
+def load_teachers(path: Path | None) -> list[Run]:
+    """The teacher's metrics: one ``teacher.metrics.json``, or every one under a folder
+    (one per fold; the fold from the file, else from a ``fold<F>`` folder name)."""
+    if path is None:
+        return []
+    files = (
+        [Path(path)] if Path(path).is_file() else sorted(Path(path).glob("**/teacher.metrics.json"))
     )
-    return f"{100 * mean:+.2f} [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}]"
-
-
-def _fmt(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
-
-
-def results_table(runs: list[dict], teacher: dict | None) -> list[str]:
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(r["config"]["variant"], []).append(r)
-    lines = [
-        "| Method | Dice (%) | IoU (%) | seeds | ΔDice vs student alone, paired [95 % CI] |",
-        "|---|---|---|---|---|",
-    ]
-    if teacher is not None:
-        lines.append(
-            f"| Teacher T ({teacher.get('model', 'teacher')}) | {100 * teacher['dice']:.2f} "
-            f"| {100 * teacher['iou']:.2f} | 1 | – |"
+    if not files:
+        raise FileNotFoundError(
+            f"no teacher.metrics.json at {path}: run `plc train-teacher` first."
         )
-    for variant, label in ROWS:
-        if variant not in groups:
-            continue
-        rs = groups[variant]
-        delta = "–" if variant == NO_KD else paired_delta(rs, groups.get(NO_KD, []), "dice")
-        lines.append(
-            f"| {label} | {_fmt([r['dice'] for r in rs])} | {_fmt([r['iou'] for r in rs])} "
-            f"| {len(rs)} | {delta} |"
-        )
-    return lines
+    out = []
+    for p in files:
+        m = json.loads(p.read_text())
+        fold = m.get("fold")
+        if fold is None and (hit := re.fullmatch(r"fold(\d+)", p.parent.name)):
+            fold = int(hit.group(1))
+        per_image = _per_image(p.with_name(p.name.removesuffix(".json") + "_per_image.csv"))
+        out.append(Run("T", fold, -1, {"model": m.get("model", "teacher")}, _scores(m), per_image))
+    return out
 
 
-def label_quality(labels: Path) -> list[str]:
-    """Per-variant label quality from the store's per-image stats."""
-    from storage_schema import open_label_store
-
-    store = open_label_store(labels)
-    pixels = store.size[0] * store.size[1]
-    lines = [
-        "| Variant | false pixels (% of pixels) | images with false pixels | label Dice vs GT (%) |",
-        "|---|---|---|---|",
-    ]
-    for variant, label in ROWS[1:]:
-        if variant not in store.variants:  # a store made before the row was added
-            continue
-        fp = store.stat(f"false_pixels_{variant}")
-        dice = store.stat(f"dice_{variant}")
-        lines.append(
-            f"| {label} | {100 * fp.mean() / pixels:.3f} | {int((fp > 0).sum())}/{len(fp)} "
-            f"| {100 * dice.mean():.2f} |"
-        )
-    return lines
+# --------------------------------------------------------------------------- team members
 
 
 def weak_team(runs: list[dict], teacher: dict | None, labels: Path | None) -> list[str]:
@@ -169,44 +171,137 @@ def _member_checks(labels: Path | None) -> dict[str, dict]:
     if labels is None:
         return {}
     from pipeline.checkpoint import load_checkpoint
+    from stages.report_labels import label_stores
     from storage_schema import open_label_store
 
     names = {"teacher": "Teacher T", "assistant_fp": "TA_f", "assistant_bd": "TA_b"}
     out = {}
-    for role, net in open_label_store(labels).provenance.get("networks", {}).items():
-        try:
-            check = load_checkpoint(net["path"]).get("extra", {}).get("train_check")
-        except (FileNotFoundError, ValueError):
-            continue  # the checkpoint moved or was replaced: nothing to say about it
-        if check:
-            out[names.get(role, role)] = check
+    for path in label_stores(labels):  # one store per fold
+        provenance = open_label_store(path).provenance
+        fold = "" if provenance.get("fold") is None else f" (fold {provenance['fold']})"
+        for role, net in provenance.get("networks", {}).items():
+            try:
+                check = load_checkpoint(net["path"]).get("extra", {}).get("train_check")
+            except (FileNotFoundError, ValueError):
+                continue  # the checkpoint moved or was replaced: nothing to say about it
+            if check:
+                out[names.get(role, role) + fold] = check
     return out
 
 
-def run(cfg: ReportConfig) -> Path:
-    runs = load_runs(cfg.runs)
-    teacher = json.loads(Path(cfg.teacher_metrics).read_text()) if cfg.teacher_metrics else None
-    first = runs[0]["config"]
-    lines = [
-        f"# PLC-KD report: {runs[0].get('dataset', '?')}",
+def _weak_members(alone: list[Run], labels: Path | None) -> list[str]:
+    """weak_team's lines for the assistants and failed checks (gap_lines covers T's test gap)."""
+    rows = []
+    for r in alone:
+        metrics = json.loads((Path(r.path) / "metrics.json").read_text()) if r.path else {}
+        row = {"config": {"variant": r.variant}, "dice": r.scores.get("dice", math.nan)}
+        if "train_check" in metrics:
+            row["train_check"] = metrics["train_check"]
+        rows.append(row)
+    lines = weak_team(rows, None, labels)
+    return ["", "Team members that do not beat the student alone:", "", *lines] if lines else []
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _header(runs: list[Run], setting: tuple[float, float]) -> list[str]:
+    first = runs[0].config
+    folds = sorted({r.fold for r in runs}, key=str)
+    seeds = sorted({r.seed for r in runs})
+    students = sorted({str(r.config.get("student")) for r in runs})
+    epochs = sorted({str(r.config.get("epochs")) for r in runs})
+    return [
+        f"# PLC-KD report: {runs[0].config.get('dataset', '?')}",
         "",
-        f"Student `{first['student']}`, loss `{first['loss']}`, λ = {first['lam']}, τ = {first['tau']}, "
-        f"{first['epochs']} epochs; test split; mean ± std over seeds. Paired differences compare runs "
-        "with the same seed (same initialisation and batch order).",
-        "",
-        *results_table(runs, teacher),
+        f"Student `{', '.join(students)}`, loss `{first.get('loss')}`, λ = {setting[0]:g}, "
+        f"τ = {setting[1]:g}, {', '.join(epochs)} epochs (last-epoch checkpoints); test split "
+        f"of each fold; folds {', '.join(map(str, folds))} × seeds {', '.join(map(str, seeds))}; "
+        "mean ± std over folds × seeds. Paired differences compare runs of the same fold and "
+        "seed (same initialisation and batch order, checked).",
     ]
-    weak = weak_team(runs, teacher, cfg.labels)
-    if weak:
-        lines += ["", "**Team members that do not beat the student alone**", "", *weak]
+
+
+def run(cfg: ReportConfig) -> Path:
+    from stages.pairing import pairing_problems
+    from stages.report_plot import forest_plot
+
+    runs = load_runs(cfg.runs)
+    problems = pairing_problems([{"config": r.config, **_digests(r.config)} for r in runs])
+    if problems:
+        raise ValueError("runs cannot be paired: " + " ".join(problems))
+    teachers = load_teachers(cfg.teacher_metrics)
+    setting = main_setting(runs)
+    main = [r for r in runs if r.variant == NO_KD or r.setting == setting]
+    groups: dict[str, list[Run]] = {}
+    for r in main:
+        groups.setdefault(r.variant, []).append(r)
+    deltas, comparisons = delta_lines(groups, cfg.bootstrap)
+    forest = cfg.out.with_name(cfg.out.stem + "_forest.png")
+    rows = [(v, label) for v, label in ROWS[1:] if v in groups]
+    forest_plot(
+        [label for _, label in rows],
+        {name: [comp.get(v, (None,))[0] for v, _ in rows] for name, comp in comparisons.items()},
+        forest,
+    )
+    lines = [
+        *_header(runs, setting),
+        "",
+        "## Teacher vs student alone",
+        "",
+        *gap_lines(teachers, groups.get(NO_KD, []), cfg.bootstrap),
+        *_weak_members(groups.get(NO_KD, []), cfg.labels),
+        "",
+        "## Results",
+        "",
+        *results_lines(groups, teachers),
+        "",
+        "HD95 and ASSD in pixels (MONAI), over the images where both masks are non-empty or "
+        "both empty (0).",
+        "",
+        "## Paired ΔDice (points)",
+        "",
+        *verdict(groups, comparisons),
+        "",
+        *deltas,
+        "",
+        f"![paired differences]({forest.name})",
+        "",
+        "## Convergence: val-Dice slope over the last 20 % of epochs (points per epoch)",
+        "",
+        *slope_lines(groups),
+    ]
+    if sens := sensitivity_lines(runs):
+        lines += ["", "## Sensitivity: Dice (%) vanilla KD / PLC-KD by λ and τ", "", *sens]
     if cfg.labels is not None:
-        lines += [
-            "",
-            "## Label quality on the train split (from the label store)",
-            "",
-            *label_quality(cfg.labels),
-        ]
+        lines += ["", *_label_section(cfg)]
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text("\n".join(lines) + "\n")
     logger.info("report → %s (%d runs)", cfg.out, len(runs))
     return cfg.out
+
+
+def _label_section(cfg: ReportConfig) -> list[str]:
+    from stages import report_labels as rl
+    from stages.report_plot import histogram_plot
+
+    stores = rl.label_stores(cfg.labels)
+    corrections = rl.sc_corrections(stores)
+    hist = cfg.out.with_name(cfg.out.stem + "_sc_hist.png")
+    labels = {v.name: v.label for v in VARIANTS}
+    histogram_plot(
+        {f"{labels[n]} -> {w}": getattr(c, f"to_{w}") for n, c in corrections.items()
+         for w in ("lesion", "background")},
+        hist,
+    )  # fmt: skip
+    return [
+        f"## Label quality on the train split ({len(stores)} label store(s))",
+        "",
+        *rl.quality_lines(rl.quality(stores)),
+        "",
+        "### Foreground probability of the pixels SC corrected (% of them per bin)",
+        "",
+        *rl.correction_lines(corrections),
+        "",
+        f"![SC histogram]({hist.name})",
+    ]

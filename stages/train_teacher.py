@@ -67,7 +67,7 @@ def run(cfg: TeacherConfig) -> Path:
         allow_weak=cfg.allow_weak_teacher,
     )
     test = load_split(store, "test")
-    metrics = evaluate_model(model, test, len(store.classes), cfg.batch_size, device)
+    metrics = evaluate_model(model, test, len(store.classes), cfg.batch_size, device, True)
     meta = {
         "stage": config_dict(cfg),
         "manifest_sha256": store.manifest_sha256,
@@ -87,7 +87,13 @@ def run(cfg: TeacherConfig) -> Path:
     write_metrics(
         metrics,
         out.with_suffix(".metrics.json"),
-        {"checkpoint_sha256": sha, "role": "teacher", "model": cfg.model, "train_check": check},
+        {
+            "checkpoint_sha256": sha,
+            "role": "teacher",
+            "model": cfg.model,
+            "fold": cfg.fold,
+            "train_check": check,
+        },
     )
     logger.info("teacher → %s (test Dice %.4f)", out, metrics["dice"])
     return out

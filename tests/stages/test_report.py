@@ -1,10 +1,218 @@
-"""plc report: team members that do not beat the student alone are named."""
+"""plc report: statistics against hand-computed cases and scipy, and the report on known runs."""
 
 from __future__ import annotations
 
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
 import pytest
+from scipy import stats
+from typer.testing import CliRunner
 
 from stages import report
+from stages import report_stats as rs
+from stages.cli import app
+
+runner = CliRunner()
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_t_interval_is_hand_computed_and_matches_scipy() -> None:
+    iv = rs.t_interval([0.01, 0.02, 0.03])  # mean 0.02, sd 0.01, n 3
+    half = stats.t.ppf(0.975, df=2) * 0.01 / math.sqrt(3)  # 4.3027 · 0.005774 = 0.02484
+    assert iv.mean == pytest.approx(0.02)
+    assert (iv.low, iv.high) == pytest.approx((0.02 - half, 0.02 + half))
+    assert half == pytest.approx(0.024841, abs=1e-6)
+    assert iv.fmt() == "+2.00 [-0.48, +4.48]"
+    assert not iv.excludes_zero()
+
+
+def test_t_interval_edge_cases() -> None:
+    assert rs.t_interval([]).fmt() == "–"
+    one = rs.t_interval([0.05])
+    assert one.fmt() == "+5.00" and math.isnan(one.low)
+    flat = rs.t_interval([0.01, 0.01, math.nan])
+    assert (flat.low, flat.high, flat.n) == (0.01, 0.01, 2) and flat.excludes_zero()
+
+
+def test_paired_t_pairs_by_fold_and_seed_only() -> None:
+    runs = {(0, 0): 0.60, (0, 1): 0.70, (1, 0): 0.50, (2, 0): 0.9}
+    base = {(0, 0): 0.55, (0, 1): 0.60, (1, 0): 0.50}  # (2, 0) has no partner
+    keys, diffs = rs.paired_diffs(runs, base)
+    assert keys == [(0, 0), (0, 1), (1, 0)]
+    assert diffs == pytest.approx([0.05, 0.10, 0.0])
+    iv = rs.paired_t(runs, base)
+    want = stats.ttest_rel([0.60, 0.70, 0.50], [0.55, 0.60, 0.50]).confidence_interval()
+    assert (iv.low, iv.high) == pytest.approx((want.low, want.high))
+
+
+def test_image_bootstrap_point_estimate_and_degenerate_cases() -> None:
+    runs = {(0, 0): {"a": 0.9, "b": 0.5}, (0, 1): {"a": 0.7, "b": 0.5}, (1, 0): {"c": 0.4}}
+    base = {(0, 0): {"a": 0.8, "b": 0.5}, (0, 1): {"a": 0.8, "b": 0.3}, (1, 0): {"c": 0.1}}
+    # per image, mean over seeds: a: (0.1 - 0.1)/2 = 0, b: (0 + 0.2)/2 = 0.1, c: 0.3
+    iv = rs.image_bootstrap(runs, base, n_boot=500, seed=1)
+    assert iv.mean == pytest.approx((0.0 + 0.1 + 0.3) / 3) and iv.n == 3
+    assert iv.low <= iv.mean <= iv.high
+    assert rs.image_bootstrap(runs, base, n_boot=500, seed=1) == iv  # seeded
+    # one image per fold: resampling within folds cannot move the mean
+    single = rs.image_bootstrap({(0, 0): {"a": 0.6}, (1, 0): {"b": 0.2}},
+                                {(0, 0): {"a": 0.5}, (1, 0): {"b": 0.1}}, n_boot=200)  # fmt: skip
+    assert (single.low, single.high) == pytest.approx((0.1, 0.1))
+
+
+def test_image_bootstrap_interval_matches_scipy_percentile_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.02, 0.05, size=60)
+    runs = {(0, 0): {str(i): float(v) for i, v in enumerate(d)}}
+    base = {(0, 0): {str(i): 0.0 for i in range(60)}}
+    iv = rs.image_bootstrap(runs, base, n_boot=4000, seed=3)
+    ref = stats.bootstrap((d,), np.mean, n_resamples=4000, method="percentile", random_state=3)
+    assert iv.mean == pytest.approx(d.mean())
+    assert iv.low == pytest.approx(ref.confidence_interval.low, abs=0.004)
+    assert iv.high == pytest.approx(ref.confidence_interval.high, abs=0.004)
+
+
+def test_tail_slope_uses_the_last_fifth() -> None:
+    curve = [0.1] * 8 + [0.5, 0.6]  # last 20 % of 10 epochs = 2 points: slope 0.1
+    assert rs.tail_slope(curve) == pytest.approx(0.1)
+    assert rs.tail_slope([0.2 + 0.01 * e for e in range(20)]) == pytest.approx(0.01)
+    assert math.isnan(rs.tail_slope([0.3]))
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _write_run(root: Path, variant: str, fold: int, seed: int, dice: dict[str, float],
+               lam: float = 1.0, tau: float = 1.0, init: str = "i", curve=None) -> None:  # fmt: skip
+    d = root / f"fold{fold}" / f"{variant}-l{lam}-t{tau}-s{seed}"
+    d.mkdir(parents=True)
+    mean = float(np.mean(list(dice.values())))
+    cfg = {"variant": variant, "fold": fold, "seed": seed, "lam": lam, "tau": tau,
+           "student": "unet-tiny", "epochs": 10, "loss": "kd"}  # fmt: skip
+    metrics = {"dice": mean, "iou": mean / 2, "hd95": 3.0, "assd": 1.0, "config": cfg,
+               "dataset": "toy", "init_sha256": f"{init}{fold}{seed}",
+               "batches_sha256": f"b{fold}{seed}"}  # fmt: skip
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    with open(d / "metrics_per_image.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "dice", "iou", "hd95", "assd"])
+        w.writeheader()
+        w.writerows(
+            {"id": i, "dice": v, "iou": v / 2, "hd95": 3, "assd": 1} for i, v in dice.items()
+        )
+    curve = curve or [0.1 * e for e in range(10)]
+    with open(d / "curve.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["epoch", "loss", "val_dice"])
+        w.writeheader()
+        w.writerows({"epoch": e, "loss": 1, "val_dice": v} for e, v in enumerate(curve))
+
+
+def _write_teacher(root: Path, fold: int, dice: dict[str, float]) -> None:
+    d = root / f"fold{fold}"
+    d.mkdir(parents=True, exist_ok=True)
+    mean = float(np.mean(list(dice.values())))
+    (d / "teacher.metrics.json").write_text(
+        json.dumps({"dice": mean, "iou": mean / 2, "model": "unet-small"})
+    )
+    with open(d / "teacher.metrics_per_image.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "dice", "iou"])
+        w.writeheader()
+        w.writerows({"id": i, "dice": v, "iou": v / 2} for i, v in dice.items())
+
+
+IMAGES = {0: ("a", "b"), 1: ("c", "d")}
+# per (fold, seed): the student alone's Dice per image; KD variants add a known shift
+ALONE = {(0, 0): (0.60, 0.70), (0, 1): (0.62, 0.66), (1, 0): (0.50, 0.58), (1, 1): (0.54, 0.52)}
+SHIFT = {"teacher": 0.02, "plc": 0.05, "gt_smooth": 0.01}
+
+
+def _toy(root: Path, teacher_dice: float) -> tuple[Path, Path]:
+    runs, models = root / "runs", root / "models"
+    for (fold, seed), values in ALONE.items():
+        ids = IMAGES[fold]
+        _write_run(runs, "none", fold, seed, dict(zip(ids, values, strict=True)))
+        for variant, shift in SHIFT.items():
+            bump = shift + 0.01 * seed  # paired differences vary a little with the seed
+            _write_run(
+                runs, variant, fold, seed, {i: v + bump for i, v in zip(ids, values, strict=True)}
+            )
+    for fold, ids in IMAGES.items():
+        _write_teacher(models, fold, dict.fromkeys(ids, teacher_dice))
+    return runs, models
+
+
+def _report(runs: Path, models: Path, out: Path, *extra: str) -> str:
+    args = ["report", "--runs", str(runs), "--out", str(out), "--teacher-metrics", str(models),
+            "--bootstrap", "500", *extra]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out.read_text()
+
+
+def test_report_paired_deltas_and_gap_on_known_runs(tmp_path: Path) -> None:
+    runs, models = _toy(tmp_path, teacher_dice=0.80)
+    text = _report(runs, models, tmp_path / "r.md")
+    # gap per fold: fold 0: 0.80 - mean(0.65, 0.64) = 0.155; fold 1: 0.80 - mean(0.54, 0.53) = 0.265
+    gap = rs.t_interval([0.155, 0.265])
+    assert f"**{gap.fmt()}** (t over folds)" in text
+    assert "The teacher beats the student alone by 21.00 Dice points." in text
+    # PLC vs vanilla KD: +0.03 at seed 0 and seed 1 alike (the seed bump cancels) -> +3.00
+    assert "**PLC-KD beats vanilla KD**: paired ΔDice +3.00 [+3.00, +3.00] (t over 4 runs)" in text
+    plc_row = next(
+        line for line in text.splitlines() if line.startswith("| T + TA_f + TA_b + SC (PLC-KD) | +")
+    )
+    vs_alone = rs.t_interval([0.05, 0.06, 0.05, 0.06])
+    assert plc_row.split(" | ")[1] == vs_alone.fmt()
+    assert "| GT label smoothing (control) |" in text
+    results = next(
+        line for line in text.splitlines() if line.startswith("| Student alone (no KD) | ")
+    )
+    dice = [np.mean(v) for v in ALONE.values()]
+    assert (
+        results.split(" | ")[1] == f"{100 * np.mean(dice):.2f} ± {100 * np.std(dice, ddof=1):.2f}"
+    )
+    assert "3.00 ± 0.00 | 1.00 ± 0.00" in results  # HD95, ASSD
+    assert "| +10.000 | +10.000 | 10 |" in text  # val-Dice slope 0.1/epoch = 10 points
+    png = tmp_path / "r_forest.png"
+    import cv2
+
+    assert cv2.imread(str(png)) is not None and "![paired differences](r_forest.png)" in text
+    assert "Sensitivity" not in text  # one (λ, τ) only
+
+
+def test_report_says_plainly_when_the_teacher_does_not_beat_the_student(tmp_path: Path) -> None:
+    runs, models = _toy(tmp_path, teacher_dice=0.40)
+    text = _report(runs, models, tmp_path / "r.md")
+    assert "**The teacher does not beat the student alone: KD has nothing to transfer.**" in text
+    assert text.index("Teacher vs student alone") < text.index("## Results")
+
+
+def test_report_sensitivity_table_from_lambda_tau_runs(tmp_path: Path) -> None:
+    runs, models = _toy(tmp_path, teacher_dice=0.80)
+    for lam, tau in ((0.1, 1.0), (0.3, 4.0)):
+        for variant, dice in (("teacher", 0.3), ("plc", 0.4)):
+            _write_run(runs, variant, 0, 0, {"a": dice, "b": dice}, lam=lam, tau=tau)
+    text = _report(runs, models, tmp_path / "r.md")
+    assert "| λ \\ τ | τ = 1 | τ = 4 |" in text
+    assert "| λ = 0.1 | 30.00 / 40.00 | – / – |" in text
+    assert "| λ = 0.3 | – / – | 30.00 / 40.00 |" in text
+
+
+def test_report_refuses_runs_that_are_not_paired(tmp_path: Path) -> None:
+    runs, _ = _toy(tmp_path, teacher_dice=0.80)
+    _write_run(runs, "teacher_sc", 1, 1, {"c": 0.5, "d": 0.5}, init="other")
+    result = runner.invoke(app, ["report", "--runs", str(runs), "--out", str(tmp_path / "r.md")])
+    assert result.exit_code == 1
+    assert "fold 1, seed 1: the variants do not share their initial weights" in result.output
+    assert not (tmp_path / "r.md").exists()
+
+
+# --------------------------------------------------------------------------- weak team members
+# (issue 9's report lines, moved here from the previous test_report.py)
 
 
 def _run(variant: str, seed: int, dice: float, train_dice: float | None = None) -> dict:
@@ -41,3 +249,43 @@ def test_members_compared_on_the_train_split_and_failed_checks(
         "- TA_b failed the training check (train-split Dice 10.00) and was kept with "
         "--allow-weak-teacher.",
     ]
+
+
+# --------------------------------------------------------------------------- label quality
+
+
+@pytest.fixture(scope="module")
+def label_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from precompute_inputs import make_inputs, plc, precompute_args
+
+    root = tmp_path_factory.mktemp("report_labels")
+    inputs = make_inputs(root)
+    out = root / "labels" / "g.zarr"
+    plc(*precompute_args(inputs, out))
+    return out
+
+
+def test_sc_corrected_pixels_are_exactly_the_base_maps_false_pixels(label_store: Path) -> None:
+    from stages.report_labels import label_stores, quality, sc_corrections
+    from storage_schema import open_label_store
+
+    store = open_label_store(label_store)
+    corr = sc_corrections(label_stores(label_store.parent))
+    for name, base in (("teacher_sc", "teacher"), ("plc", "teacher_fa_ba")):
+        c = corr[name]
+        assert int(c.to_lesion.sum() + c.to_background.sum()) == int(
+            store.stat(f"false_pixels_{base}").sum()
+        )
+        # all-correct: lesion p_fg > 0.5, background p_fg <= 0.5 (a tie's argmax is background)
+        assert c.to_lesion[:5].sum() == 0 and c.to_background[6:].sum() == 0
+    q = quality([label_store])
+    assert q["plc"].false_pixels == 0 and q["teacher"].false_pixels > 0
+    assert q["teacher"].images == len(store)
+
+
+def test_report_label_section_from_a_folder_of_stores(label_store: Path, tmp_path: Path) -> None:
+    runs, models = _toy(tmp_path, teacher_dice=0.80)
+    text = _report(runs, models, tmp_path / "r.md", "--labels", str(label_store.parent))
+    assert "## Label quality on the train split (1 label store(s))" in text
+    assert "| T + TA_f + TA_b + SC (PLC-KD) | 0.000 | 0/" in text
+    assert "| T + SC | lesion |" in text and (tmp_path / "r_sc_hist.png").exists()

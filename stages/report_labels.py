@@ -1,0 +1,126 @@
+"""Label quality for ``plc report``: false pixels and Dice vs GT per variant, and what SC did.
+
+Read from one or more label stores (one per fold): the per-image stats the precompute wrote,
+and, for each SC row, the pixels SC corrected — where the argmax of the SC variant differs
+from the argmax of the map SC corrected (its SC base; SC only rewrites wrong pixels, and the
+result is all-correct) — with a histogram of the foreground probability SC gave them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.variants import VARIANTS, sc_base
+from stages.report_stats import histogram
+
+BINS = 10
+
+
+@dataclass
+class VariantQuality:
+    """Label quality of one variant summed over the stores."""
+
+    false_pixels: float = 0.0
+    pixels: int = 0
+    images_with_false: int = 0
+    images: int = 0
+    dice: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Corrected:
+    """The pixels SC corrected in one SC variant, by the class SC gave them."""
+
+    to_lesion: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+    to_background: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+
+
+def label_stores(path: Path) -> list[Path]:
+    """``path`` itself when it is a store, else every ``*.zarr`` directly inside it (sorted)."""
+    path = Path(path)
+    if (path / "zarr.json").exists() or not path.is_dir():
+        return [path]
+    found = sorted(p for p in path.glob("*.zarr") if (p / "zarr.json").exists())
+    if not found:
+        raise FileNotFoundError(f"no label store (*.zarr) in {path}: pass a store or its folder.")
+    return found
+
+
+def quality(paths: list[Path]) -> dict[str, VariantQuality]:
+    """Per-variant false pixels and label Dice over every store (table order)."""
+    from storage_schema import open_label_store
+
+    out: dict[str, VariantQuality] = {}
+    for p in paths:
+        store = open_label_store(p)
+        n_pix = store.size[0] * store.size[1]
+        for v in VARIANTS:
+            if v.name not in store.variants:  # a store made before the row existed
+                continue
+            fp = store.stat(f"false_pixels_{v.name}")
+            q = out.setdefault(v.name, VariantQuality())
+            q.false_pixels += float(fp.sum())
+            q.pixels += n_pix * len(fp)
+            q.images_with_false += int((fp > 0).sum())
+            q.images += len(fp)
+            q.dice += store.stat(f"dice_{v.name}").tolist()
+    return out
+
+
+def sc_corrections(paths: list[Path], block: int = 32) -> dict[str, Corrected]:
+    """Histogram (BINS bins over [0, 1]) of p_fg = 1 − p(background) at the pixels each SC
+    variant corrected, split by the class SC set (lesion: any foreground class)."""
+    from storage_schema import open_label_store
+
+    out: dict[str, Corrected] = {}
+    for p in paths:
+        store = open_label_store(p)
+        for v in VARIANTS:
+            base = sc_base(v).name if v.sc else None
+            if base is None or v.name not in store.variants or base not in store.variants:
+                continue
+            c = out.setdefault(v.name, Corrected())
+            for start in range(0, len(store), block):
+                sel = slice(start, min(start + block, len(store)))
+                after = store.read(v.name, sel)  # (b, C, H, W) log-probabilities
+                before = store.read(base, sel)  # (b, C, H, W)
+                changed = after.argmax(1) != before.argmax(1)  # (b, H, W)
+                p_fg = 1.0 - np.exp(after[:, 0])  # (b, H, W)
+                lesion = after.argmax(1) > 0
+                c.to_lesion += histogram(p_fg[changed & lesion], BINS)
+                c.to_background += histogram(p_fg[changed & ~lesion], BINS)
+    return out
+
+
+def quality_lines(q: dict[str, VariantQuality]) -> list[str]:
+    lines = [
+        "| Variant | false pixels (% of pixels) | images with false pixels | label Dice vs GT (%) |",
+        "|---|---|---|---|",
+    ]
+    for v in VARIANTS:
+        if v.name in q:
+            r = q[v.name]
+            lines.append(
+                f"| {v.label} | {100 * r.false_pixels / max(r.pixels, 1):.3f} "
+                f"| {r.images_with_false}/{r.images} | {100 * float(np.mean(r.dice)):.2f} |"
+            )
+    return lines
+
+
+def correction_lines(corr: dict[str, Corrected]) -> list[str]:
+    """One row per SC variant and class set: the share of its corrected pixels in each bin."""
+    edges = [f"{i / BINS:.1f}–{(i + 1) / BINS:.1f}" for i in range(BINS)]
+    lines = [
+        "| SC variant | corrected to | pixels | " + " | ".join(edges) + " |",
+        "|---|---|---|" + "---|" * BINS,
+    ]
+    labels = {v.name: v.label for v in VARIANTS}
+    for name, c in corr.items():
+        for what, counts in (("lesion", c.to_lesion), ("background", c.to_background)):
+            total = int(counts.sum())
+            shares = " | ".join(f"{100 * n / max(total, 1):.1f}" for n in counts)
+            lines.append(f"| {labels[name]} | {what} | {total} | {shares} |")
+    return lines
