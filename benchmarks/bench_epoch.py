@@ -5,10 +5,11 @@ three networks and a label store (``stages.precompute.run``), then times, interl
 ``--repeats`` rounds, one epoch of the same student on the same data and batch size:
 
 - (a) plain supervised (``variant='none'``: L_Seg only);
-- (b) KD from stored labels (``StoredLabels``: decode + joint augmentation + KD loss);
+- (b) KD from stored labels (the store's DataLoader: read, decode + joint augmentation on
+  the device, KD loss);
 - (c) KD with the live team (``LiveLabels``: 3 forwards + cascade + SC at every step);
 
-through the functions ``plc distill`` uses (``_batches``, ``_step``, ``pipeline.train.fit``).
+through the functions ``plc distill`` uses (``_stream``, ``_step``, ``pipeline.train.fit``).
 A step-level ceiling (3 team forwards + one student step vs one student step, on a batch
 already in memory) is printed beside c/b. Then precompute itself: total time vs the
 three-forward limit (the team alone over the same images and batch size) and a breakdown
@@ -56,6 +57,8 @@ def distill_config(args: argparse.Namespace, labels: Path, variant: str) -> Dist
         variant=variant,
         student=args.student,
         batch_size=args.batch_size,
+        steps_per_epoch=0,  # one pass over the train split per epoch
+        num_workers=args.num_workers,
         augment=not args.no_augment,
         progress=False,
         device=args.device,
@@ -63,10 +66,10 @@ def distill_config(args: argparse.Namespace, labels: Path, variant: str) -> Dist
 
 
 def build_modes(args: argparse.Namespace, fixture: Fixture, labels: Path) -> dict[str, tuple]:
-    """mode -> (DistillConfig, labels source or None); the split is loaded once."""
+    """mode -> (DistillConfig, its StudentStream, the train split in memory)."""
     from pipeline.train import resolve_device
     from stages.data import load_split, open_store
-    from stages.distill import StoredLabels
+    from stages.distill import _stream
     from stages.live import LiveLabels
     from storage_schema import open_label_store
 
@@ -75,10 +78,12 @@ def build_modes(args: argparse.Namespace, fixture: Fixture, labels: Path) -> dic
     label_store = open_label_store(labels, manifest_sha256=store.manifest_sha256)
     device = resolve_device(args.device)
     kd = distill_config(args, labels, args.variant)
+    plain = distill_config(args, labels, "none")
+    live = LiveLabels(label_store, args.variant, train, device)
     return {
-        MODES[0]: (distill_config(args, labels, "none"), None, train),
-        MODES[1]: (kd, StoredLabels(label_store, args.variant, train), train),
-        MODES[2]: (kd, LiveLabels(label_store, args.variant, train, device), train),
+        MODES[0]: (plain, _stream(plain, store, label_store, device), train),
+        MODES[1]: (kd, _stream(kd, store, label_store, device), train),
+        MODES[2]: (kd, _stream(kd, store, label_store, device, live), train),
     }
 
 
@@ -86,19 +91,17 @@ def time_epochs(args: argparse.Namespace, modes: dict[str, tuple]) -> dict[str, 
     """Seconds of each timed epoch per mode; modes interleaved round by round, one warm-up."""
     from pipeline.models.registry import build_model
     from pipeline.train import TrainConfig, fit, resolve_device
-    from stages.distill import _batches, _step
+    from stages.distill import _step
 
     device = resolve_device(args.device)
     models = {m: build_model(args.student, 2, args.size).to(device) for m in modes}
     seconds: dict[str, list[float]] = {m: [] for m in modes}
     for rnd in range(args.warmup + args.repeats):
-        for mode, (cfg, labels, train) in modes.items():
+        for mode, (cfg, stream, _) in modes.items():
             train_cfg = TrainConfig(epochs=1, seed=rnd, progress=False, device=args.device)
-            steps = max(1, len(train) // cfg.batch_size)
-            batches = _batches(cfg, train, labels, device)
             synchronize()
             start = time.perf_counter()
-            fit(models[mode], batches, _step(cfg), train_cfg, steps_per_epoch=steps)
+            fit(models[mode], stream, _step(cfg), train_cfg, steps_per_epoch=len(stream))
             synchronize()
             if rnd >= args.warmup:
                 seconds[mode].append(time.perf_counter() - start)
@@ -107,14 +110,9 @@ def time_epochs(args: argparse.Namespace, modes: dict[str, tuple]) -> dict[str, 
 
 def time_batches_alone(args: argparse.Namespace, modes: dict[str, tuple]) -> dict[str, float]:
     """Median seconds to iterate one epoch of batches (labels + augmentation), no training."""
-    from pipeline.train import resolve_device
-    from stages.distill import _batches
-
-    device = resolve_device(args.device)
     work = {}
-    for mode, (cfg, labels, train) in modes.items():
-        batches = _batches(cfg, train, labels, device)
-        work[mode] = lambda b=batches: list(b(0))
+    for mode, (_, stream, _) in modes.items():
+        work[mode] = lambda s=stream: list(s(0))
     timings = time_interleaved(work, args.repeats, args.warmup)
     return {mode: t.median for mode, t in timings.items()}
 
@@ -123,13 +121,15 @@ def step_times(args: argparse.Namespace, modes: dict[str, tuple]) -> dict[str, f
     """Median seconds of one step's parts on one batch already in memory (no data loading)."""
     from pipeline.models.registry import build_model
     from pipeline.train import resolve_device
-    from stages.distill import _batches, _step
+    from stages.distill import _step
+    from stages.loader import decode_codes
 
     device = resolve_device(args.device)
     cfg, stored, train = modes[MODES[1]]
-    live = modes[MODES[2]][1]
-    batch = next(iter(_batches(cfg, train, stored, device)(0)))  # (images, masks, logp)
+    live = modes[MODES[2]][1].live
+    batch = next(iter(stored(0)))  # (images, masks, logp)
     idx = torch.arange(cfg.batch_size)
+    reader = stored.loader.dataset  # the workers' reader, here in this process
     images, masks = train.batch(idx, device)
     net = build_model(args.student, 2, args.size).to(device).train()
     optim = torch.optim.AdamW(net.parameters(), lr=1e-3)
@@ -143,7 +143,9 @@ def step_times(args: argparse.Namespace, modes: dict[str, tuple]) -> dict[str, f
     work = {
         "student step, no KD": lambda: student(batch[:2]),
         "student step, KD (stored-label step)": lambda: student(batch),
-        "stored labels for the batch (decode)": lambda: stored(idx, images, masks),
+        "stored labels for the batch (read + decode)": lambda: decode_codes(
+            reader[idx.numpy()].codes.to(device)
+        ),
         "3 team forwards": lambda: live.team(images),
         "live labels (3 forwards + cascade + SC, all variants)": lambda: live(idx, images, masks),
     }
@@ -217,6 +219,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pc-batch-size", type=int, default=16, help="precompute batch size")
     parser.add_argument("--search-backend", default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-workers", type=int, default=2, help="distill's DataLoader workers")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)

@@ -4,56 +4,72 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from pipeline.variants import NO_KD
 from stages.common import checkpoint_is_current, config_dict, stable_history
 from stages.configs import DistillConfig
-from stages.data import SplitData, epoch_batches, load_split, open_labels_with_data
+from stages.data import (
+    StoreSplit,
+    check_same_images,
+    epoch_batches,
+    foreground_pixels,
+    load_split,
+    open_labels_with_data,
+)
 
 logger = logging.getLogger(__name__)
 
-class StoredLabels:
-    """Soft labels of one variant read from the store, held as int8 codes in memory."""
 
-    def __init__(self, store, variant: str, data: SplitData):
-        if list(store.ids) != data.ids:
-            raise ValueError(
-                f"label store {store.path} lists other train images than the dataset store."
-            )
-        self.codes = store.read_codes(variant, slice(None))  # (N, C, H, W) int8
+def _plan(cfg: DistillConfig, store, train_idx: np.ndarray):
+    """epoch -> index batches (positions in the train split), seeded by ``cfg.seed`` only."""
+    n = len(train_idx)
+    if cfg.steps_per_epoch == 0:  # one shuffled pass over the split per epoch
 
-    def __call__(
-        self, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor
-    ) -> torch.Tensor:
-        """Log-probabilities (B, C, H, W) of the images at ``idx``."""
-        from storage_schema import decode_logprobs
+        def one_pass(epoch: int) -> list[np.ndarray]:
+            batches = epoch_batches(n, cfg.batch_size, epoch, cfg.seed, drop_last=True)
+            return [b.numpy() for b in batches]
 
-        return torch.from_numpy(decode_logprobs(self.codes[idx.numpy()]))
+        return one_pass
+    from pipeline.sampling import foreground_weights_from_counts, step_batches
+
+    counts = foreground_pixels(store, train_idx)
+    weights = foreground_weights_from_counts(counts, cfg.foreground_fraction)
+
+    def steps(epoch: int) -> list[np.ndarray]:
+        return step_batches(n, cfg.batch_size, cfg.steps_per_epoch, epoch, cfg.seed, weights)
+
+    return steps
 
 
-def _batches(cfg: DistillConfig, data: SplitData, labels, device: torch.device):
-    from pipeline.augment import AugmentConfig, augment_batch
+def _stream(cfg: DistillConfig, store, label_store, device: torch.device, live=None):
+    """The student's batches: a DataLoader over the stores, decoded and augmented on ``device``."""
+    from pipeline.augment import AugmentConfig
+    from stages.loader import StoreSource, StudentStream, make_loader
 
-    aug = AugmentConfig() if cfg.augment else None
-    generator = torch.Generator().manual_seed(cfg.seed)
-
-    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        for idx in epoch_batches(len(data), cfg.batch_size, epoch, cfg.seed, drop_last=True):
-            images, masks = data.batch(idx, torch.device("cpu"))
-            logp = labels(idx, images, masks) if labels is not None else None
-            if aug is not None:
-                soft = logp.exp() if logp is not None else None
-                images, masks, soft = augment_batch(images, masks, soft, aug, generator)
-                logp = torch.log(soft.clamp_min(1e-12)) if soft is not None else None
-            batch = (images, masks) if logp is None else (images, masks, logp)
-            yield tuple(t.to(device, non_blocking=True) for t in batch)
-
-    return batches
+    train_idx = store.indices("train")
+    stored = cfg.variant != NO_KD and live is None
+    if stored:
+        check_same_images(store, label_store, train_idx)
+    source = StoreSource(
+        data=str(store.path),
+        indices=train_idx,
+        labels=str(label_store.path) if stored else None,
+        variant=cfg.variant if stored else None,
+        manifest_sha256=store.manifest_sha256,
+    )
+    loader = make_loader(
+        source,
+        _plan(cfg, store, train_idx),
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    augment = AugmentConfig() if cfg.augment else None
+    return StudentStream(loader, device, cfg.seed, augment, live)
 
 
 def _step(cfg: DistillConfig):
@@ -87,29 +103,25 @@ def run(cfg: DistillConfig) -> Path:
     ):
         logger.info("student %s is up to date (same config); use --force to retrain", out)
         return out / "metrics.json"
-    store, label_store = open_labels_with_data(cfg.labels, cfg.data)
+    store, label_store = open_labels_with_data(cfg.labels, cfg.data, cfg.fold)
     height, width = store.size
     check_input_size(cfg.student, height, width)
     device = resolve_device(cfg.device)
-    train = load_split(store, "train")
-    labels = None
-    if cfg.variant != NO_KD:
-        labels = (
-            _live_labels(cfg, label_store, train, device)
-            if cfg.live
-            else StoredLabels(label_store, cfg.variant, train)
-        )
+    live = _live_labels(cfg, store, label_store, device) if cfg.live else None
+    stream = _stream(cfg, store, label_store, device, live)
     seed_everything(cfg.seed)
     n_classes = len(store.classes)
     model = build_model(cfg.student, num_classes=n_classes, img_size=height).to(device)
+    pairing = _pairing(cfg, store, model)
     history = fit(
         model,
-        _batches(cfg, train, labels, device),
+        stream,
         _step(cfg),
         make_train_config(cfg),
-        steps_per_epoch=max(1, len(train) // cfg.batch_size),
+        steps_per_epoch=len(stream),
         desc=f"student ({cfg.variant})",
     )
+    stream.close()  # the loader's workers end here, before evaluation
     out.mkdir(parents=True, exist_ok=True)
     meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
     save_checkpoint(
@@ -123,11 +135,47 @@ def run(cfg: DistillConfig) -> Path:
     )
     _write_curve(history, out / "curve.csv")
     metrics = evaluate_model(
-        model.to(device), load_split(store, "test"), n_classes, cfg.batch_size, device
+        model.to(device), StoreSplit(store, "test"), n_classes, cfg.batch_size, device, True
     )
-    extra = {"config": config_dict(cfg), "dataset": store.name, "split": "test"}
+    extra = {"config": config_dict(cfg), "dataset": store.name, "split": "test", **pairing}
     logger.info("student %s: test Dice %.4f IoU %.4f", out, metrics["dice"], metrics["iou"])
     return write_metrics(metrics, out / "metrics.json", extra)
+
+
+def _pairing(cfg: DistillConfig, store, model: nn.Module) -> dict[str, str]:
+    """Digests of the initial weights and the batch plan (the paired design, checked by
+    ``plc report``): equal for every variant of one (fold, seed)."""
+    from stages.pairing import plan_sha256, weights_sha256
+
+    plan = _plan(cfg, store, store.indices("train"))
+    return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
+
+
+def _pairing(cfg: DistillConfig, store, model: nn.Module) -> dict[str, str]:
+    """Digests of the initial weights and the batch plan (the paired design, checked by
+    ``plc report``): equal for every variant of one (fold, seed)."""
+    from stages.pairing import plan_sha256, weights_sha256
+
+    plan = _plan(cfg, store, store.indices("train"))
+    return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
+
+
+def _pairing(cfg: DistillConfig, store, model: nn.Module) -> dict[str, str]:
+    """Digests of the initial weights and the batch plan (the paired design, checked by
+    ``plc report``): equal for every variant of one (fold, seed)."""
+    from stages.pairing import plan_sha256, weights_sha256
+
+    plan = _plan(cfg, store, store.indices("train"))
+    return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
+
+
+def _pairing(cfg: DistillConfig, store, model: nn.Module) -> dict[str, str]:
+    """Digests of the initial weights and the batch plan (the paired design, checked by
+    ``plc report``): equal for every variant of one (fold, seed)."""
+    from stages.pairing import plan_sha256, weights_sha256
+
+    plan = _plan(cfg, store, store.indices("train"))
+    return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
 
 
 def _write_curve(history: list[dict[str, float]], path: Path) -> None:
@@ -138,7 +186,9 @@ def _write_curve(history: list[dict[str, float]], path: Path) -> None:
         writer.writerows(history)
 
 
-def _live_labels(cfg: DistillConfig, label_store, train: SplitData, device: torch.device):
+def _live_labels(cfg: DistillConfig, store, label_store, device: torch.device):
+    """The team's labels computed every step (``--live``; holds the train split in memory)."""
     from stages.live import LiveLabels
 
+    train = load_split(store, "train")
     return LiveLabels(label_store, cfg.variant, train, device)

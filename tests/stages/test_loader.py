@@ -216,3 +216,46 @@ def test_a_flipped_bit_in_a_label_shard_stops_the_stream_naming_the_image(
     ids = open_label_store(labels).ids
     assert any(repr(ids[i]) in message for i in range(4, 8))
     assert "\n" not in message and "Traceback" not in message
+
+
+# ----------------------------------------------------------------- distill reads through it
+
+
+def _distill(data: Path, labels: Path, out: Path, *extra: str):
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    args = ["distill", "--labels", labels, "--data", data, "--out", out, "--student", "unet-tiny"]
+    args += ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--device", "cpu"]
+    return CliRunner().invoke(app, [str(a) for a in (*args, "--no-progress", *extra)])
+
+
+@pytest.mark.slow
+def test_distill_trains_the_same_student_with_and_without_workers(stores, tmp_path) -> None:
+    from pipeline.checkpoint import load_checkpoint
+
+    weights = []
+    for workers in ("0", "2"):
+        result = _distill(*stores, tmp_path / workers, "--num-workers", workers)
+        assert result.exit_code == 0, result.output
+        weights.append(torch.load(tmp_path / workers / "student.pt", weights_only=False))
+    a, b = (w["state_dict"] for w in weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(tmp_path / "0" / "student.pt")["extra"]["history"]
+
+
+def test_distill_refuses_a_corrupt_label_chunk_in_one_line(stores, tmp_path) -> None:
+    data, labels = stores
+    copy = tmp_path / "labels.zarr"
+    shutil.copytree(labels, copy)
+    for shard in (copy / "soft" / "plc" / "c").rglob("0"):
+        if shard.is_file():
+            blob = bytearray(shard.read_bytes())
+            blob[len(blob) // 2] ^= 0x01
+            shard.write_bytes(bytes(blob))
+    result = _distill(data, copy, tmp_path / "run", "--num-workers", "2")
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "soft/plc" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "student.pt").exists()
