@@ -107,3 +107,22 @@ def test_epoch_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     for needle in ("a: plain (no KD)", "b: KD, stored labels", "c: KD, live team"):
         assert needle in out
     assert "limit ÷ total" in out and "search (nearest_neighbours)" in out
+
+
+def test_checksum_bench_builds_both_layouts(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    import bench_checksums
+
+    args = ["--count", "8", "--size", "16", "--batch", "4", "--repeats", "1", "--warmup", "0"]
+    bench_checksums.main(args)
+    out = capsys.readouterr().out
+    assert "random batches of 4, read_runs (the readers)" in out
+    codec = [line for line in out.splitlines() if line.startswith(("| images |", "| codes |"))]
+    assert len(codec) == 2
+    plain, crc = (
+        int(x.replace(",", "")) for x in re.findall(r"([\d,]+) B", out.split("on disk:")[1])
+    )
+    # 4 bytes per chunk (8 images x 3 arrays) and per shard index (3), plus the codec names
+    # in the three zarr.json files
+    assert 4 * 8 * 3 + 4 * 3 <= crc - plain < 1000
