@@ -52,19 +52,6 @@ class Location:
             return str(self.local / name)
         return f"{str(self.url).rstrip('/')}/{name}"
 
-    def exists(self) -> bool:
-        """Whether the store's root metadata ``zarr.json`` is there."""
-        if self.local is not None:
-            return (self.local / "zarr.json").is_file()
-        import fsspec
-
-        try:
-            return bool(
-                fsspec.core.url_to_fs(self.join("zarr.json"))[0].exists(self.join("zarr.json"))
-            )
-        except Exception as err:  # network errors: say what failed, no traceback
-            raise StoreError(f"cannot reach store {self}: {type(err).__name__}: {err}.") from None
-
     def open_group(self) -> zarr.Group:
         """The store's root group, read-only (consolidated metadata when present)."""
         return zarr.open_group(self.local if self.local is not None else self.url, mode="r")
