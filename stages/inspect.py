@@ -12,7 +12,7 @@ from stages.configs import InspectConfig
 
 logger = logging.getLogger(__name__)
 
-TITLES = {v.name: v.title for v in VARIANTS}  # the report's row labels, with the symbols
+TITLES = {v.name: v.label for v in VARIANTS}  # the report's row labels
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
