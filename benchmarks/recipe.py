@@ -126,7 +126,8 @@ def table(results: list[dict]) -> str:
         groups.setdefault((r["model"], r["recipe"], r["steps"]), []).append(r)
     rows = []
     for (model, name, steps), runs in groups.items():
-        dice = [100 * r["test_dice"] for r in sorted(runs, key=lambda r: r["seed"])]
+        runs = sorted(runs, key=lambda r: r["seed"])
+        dice = [100 * r["test_dice"] for r in runs]
         std = statistics.stdev(dice) if len(dice) > 1 else float("nan")
         rows.append(
             [
@@ -137,7 +138,7 @@ def table(results: list[dict]) -> str:
                 f"{statistics.mean(dice):.2f}",
                 f"{std:.2f}",
                 f"{min(dice):.1f}–{max(dice):.1f}",
-                " ".join(f"{d:.1f}" for d in dice),
+                ", ".join(f"s{r['seed']} {d:.1f}" for r, d in zip(runs, dice, strict=True)),
                 f"{statistics.mean(100 * r['train_dice'] for r in runs):.1f}",
                 f"{statistics.mean(r['train_seconds'] for r in runs):.0f}",
                 f"{statistics.mean(r['train_cpu_seconds'] for r in runs):.0f}",
@@ -151,7 +152,7 @@ def table(results: list[dict]) -> str:
         "test Dice mean",
         "seed std",
         "range",
-        "per seed (0, 1, ...)",
+        "per seed",
         "train Dice",
         "wall s / run",
         "CPU s / run",

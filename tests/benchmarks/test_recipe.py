@@ -37,4 +37,4 @@ def test_table_mean_std_over_seeds() -> None:
     text = recipe.table(runs)
     row = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
     assert row[:7] == ["m", "old", "10", "3", "60.00", "10.00", "50.0–70.0"]
-    assert row[7] == "50.0 60.0 70.0"
+    assert row[7] == "s0 50.0, s1 60.0, s2 70.0"
