@@ -230,3 +230,59 @@ def test_keys_nested_under_opt_target_are_read(tmp_path: Path) -> None:
     load_init(model, _npz(tmp_path, {f"opt/target/{k}": v for k, v in arrays.items()}))
     root = torch.from_numpy(arrays["conv_root/kernel"]).permute(3, 2, 0, 1)
     assert torch.equal(model.encoder.stem[0].weight, root)
+
+
+def _layer_norm(x: np.ndarray, arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-6) * arrays[f"{name}/scale"] + arrays[f"{name}/bias"]
+
+
+def _vit_reference(arrays: dict[str, np.ndarray], feats: np.ndarray, cfg: TransUNetConfig):
+    """The ViT encoder in numpy float64, written in the official file's own layouts (Flax
+    DenseGeneral einsums over (D, heads, hd) kernels), with TransUNet's exact-erf GELU."""
+    from scipy.special import erf
+
+    c, h, w = feats.shape
+    x = feats.reshape(c, h * w).T @ arrays["embedding/kernel"][0, 0] + arrays["embedding/bias"]
+    x = x + arrays[POS][0, 1:]  # (N, D): the file's grid equals the model's here
+    hd = cfg.hidden // cfg.heads
+    for i in range(cfg.layers):
+        blk = f"Transformer/encoderblock_{i}"
+        y = _layer_norm(x, arrays, f"{blk}/LayerNorm_0")
+        q, k, v = (
+            np.einsum("nd,dhk->nhk", y, arrays[f"{blk}/{MHA}/{n}/kernel"])
+            + arrays[f"{blk}/{MHA}/{n}/bias"]
+            for n in ("query", "key", "value")
+        )
+        logits = np.einsum("nhk,mhk->hnm", q, k) / np.sqrt(hd)
+        att = np.exp(logits - logits.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        o = np.einsum("hnm,mhk->nhk", att, v)
+        x = x + np.einsum("nhk,hkd->nd", o, arrays[f"{blk}/{MHA}/out/kernel"])
+        x = x + arrays[f"{blk}/{MHA}/out/bias"]
+        y = _layer_norm(x, arrays, f"{blk}/LayerNorm_2")
+        y = (
+            y @ arrays[f"{blk}/MlpBlock_3/Dense_0/kernel"]
+            + arrays[f"{blk}/MlpBlock_3/Dense_0/bias"]
+        )
+        y = 0.5 * y * (1 + erf(y / np.sqrt(2)))
+        x = (
+            x
+            + y @ arrays[f"{blk}/MlpBlock_3/Dense_1/kernel"]
+            + arrays[f"{blk}/MlpBlock_3/Dense_1/bias"]
+        )
+    x = _layer_norm(x, arrays, "Transformer/encoder_norm")  # (N, D)
+    return x.T.reshape(-1, h, w)
+
+
+def test_loaded_vit_computes_what_the_official_layouts_mean(tmp_path: Path) -> None:
+    """Semantics, not just placement: the model's ViT with the loaded weights equals a numpy
+    ViT that uses the file's arrays in their own layouts (catches a wrong head split)."""
+    arrays = {k: 0.2 * v for k, v in official_arrays(CFG, seed=8, grid=4).items()}
+    model = _model().eval()
+    load_init(model, _npz(tmp_path, arrays))
+    feats = np.random.default_rng(9).standard_normal((16 * CFG.width, 4, 4)).astype(np.float32)
+    with torch.no_grad():
+        got = model.transformer(torch.from_numpy(feats)[None])[0].double().numpy()
+    want = _vit_reference({k: v.astype(np.float64) for k, v in arrays.items()}, feats, CFG)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
