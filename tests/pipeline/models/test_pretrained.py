@@ -286,3 +286,49 @@ def test_loaded_vit_computes_what_the_official_layouts_mean(tmp_path: Path) -> N
         got = model.transformer(torch.from_numpy(feats)[None])[0].double().numpy()
     want = _vit_reference({k: v.astype(np.float64) for k, v in arrays.items()}, feats, CFG)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _std_conv_hwio(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
+    """Weight-standardised conv (official StdConv2d, eps 1e-5) of x (C, H, W) with an HWIO
+    kernel, zero padding k // 2, in numpy: y[o, i, j] = Σ x[c, s·i + u, s·j + v] · k[u, v, c, o]."""
+    kh = kernel.shape[0]
+    mean, var = kernel.mean((0, 1, 2)), kernel.var((0, 1, 2))
+    kernel = (kernel - mean) / np.sqrt(var + 1e-5)
+    pad = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kh // 2, kh // 2)))
+    win = np.lib.stride_tricks.sliding_window_view(pad, (kh, kh), axis=(1, 2))  # C, H', W', u, v
+    return np.einsum("cijuv,uvco->oij", win[:, ::stride, ::stride], kernel)
+
+
+def _group_norm(x: np.ndarray, groups: int, scale: np.ndarray, bias: np.ndarray, eps: float):
+    c, h, w = x.shape
+    g = x.reshape(groups, -1)
+    g = (g - g.mean(1, keepdims=True)) / np.sqrt(g.var(1, keepdims=True) + eps)
+    return g.reshape(c, h, w) * scale.reshape(-1, 1, 1) + bias.reshape(-1, 1, 1)
+
+
+def test_loaded_resnet_computes_what_the_official_layouts_mean(tmp_path: Path) -> None:
+    """The stem and the first bottleneck (with its projection) with the loaded weights equal a
+    numpy ResNet v2 that convolves with the file's HWIO kernels directly."""
+    arrays = official_arrays(CFG, seed=10, grid=4)
+    model = _model().eval()
+    load_init(model, _npz(tmp_path, arrays))
+    a = {k: v.astype(np.float64) for k, v in arrays.items()}
+    x = np.random.default_rng(11).standard_normal((3, 16, 16))
+    groups = CFG.gn_groups
+
+    def gn(y: np.ndarray, name: str, g: int = groups, eps: float = 1e-6) -> np.ndarray:
+        return _group_norm(y, g, a[f"{name}/scale"], a[f"{name}/bias"], eps)
+
+    stem = np.maximum(gn(_std_conv_hwio(x, a["conv_root/kernel"], 2), "gn_root"), 0)
+    u = "block1/unit1"
+    y = np.maximum(gn(_std_conv_hwio(stem, a[f"{u}/conv1/kernel"], 1), f"{u}/gn1"), 0)
+    y = np.maximum(gn(_std_conv_hwio(y, a[f"{u}/conv2/kernel"], 1), f"{u}/gn2"), 0)
+    y = gn(_std_conv_hwio(y, a[f"{u}/conv3/kernel"], 1), f"{u}/gn3")
+    cout = y.shape[0]  # the projection's GroupNorm is per channel, eps 1e-5 (official)
+    res = gn(_std_conv_hwio(stem, a[f"{u}/conv_proj/kernel"], 1), f"{u}/gn_proj", cout, 1e-5)
+    want_unit = np.maximum(res + y, 0)
+    with torch.no_grad():
+        got_stem = model.encoder.stem(torch.from_numpy(x).float()[None])
+        got_unit = model.encoder.stage1[0](got_stem)
+    np.testing.assert_allclose(got_stem[0].double().numpy(), stem, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_unit[0].double().numpy(), want_unit, rtol=1e-4, atol=1e-4)
