@@ -126,3 +126,16 @@ def test_checksum_bench_builds_both_layouts(capsys: pytest.CaptureFixture[str]) 
     # 4 bytes per chunk (8 images x 3 arrays) and per shard index (3), plus the codec names
     # in the three zarr.json files
     assert 4 * 8 * 3 + 4 * 3 <= crc - plain < 1000
+
+
+@pytest.mark.slow
+def test_loader_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
+    import bench_loader
+
+    args = "--size 32 --count 20 --batch-size 4 --steps 2 --workers 0 --rss-counts 10,20"
+    bench_loader.main([*args.split(), "--rss-size", "32", "--repeats", "1"])
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert sum(r[0] == "0" for r in rows) == 3  # raw, decoded, augmented
+    assert [r[0] for r in rows if r[0] in ("10", "20")] == ["10", "20"]  # RSS per size
+    assert any(r[0].startswith("stored labels") and r[3].endswith("×**") for r in rows)

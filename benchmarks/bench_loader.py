@@ -1,0 +1,298 @@
+"""The student data path: loader throughput, peak RSS of distill vs dataset size, epoch cost.
+
+One run builds, in a temporary folder, synthetic dataset stores (``plc prepare --dataset
+synthetic``) and label stores holding one all-correct variant (``plc``: smooth soft labels
+made from the masks, encoded like precompute's), then prints three tables side by side:
+
+1. the loader alone (``stages.loader``: DataLoader over the stores, one batch per item,
+   sorted reads), images + masks + one variant at ``--size``², for each ``--workers``
+   count: raw batches, then batches on the training device (decoded), then decoded and
+   augmented (the augmentation runs on the training device: here the CPU);
+2. peak RSS of ``distill`` (run in a subprocess, ``ru_maxrss`` of the process and of its
+   loader workers) for each ``--rss-counts`` dataset size, same steps;
+3. one epoch of the same student with stored labels (``variant plc``, KD) vs plain
+   (``variant none``), interleaved over ``--repeats`` rounds, through ``pipeline.train.fit``.
+
+Usage::
+
+    python benchmarks/bench_loader.py                      # 224², defaults below
+    python benchmarks/bench_loader.py --size 64 --count 64 --rss-counts 40,80  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import ROOT, fmt_seconds, markdown_table, print_header, set_threads, time_interleaved
+
+logger = logging.getLogger(__name__)
+
+VARIANT = "plc"
+
+
+def build_stores(root: Path, size: int, count: int) -> tuple[Path, Path]:
+    """A synthetic dataset store of ``count`` images and its one-variant label store."""
+    from scipy.ndimage import uniform_filter
+
+    from stages.prepare import PrepareConfig
+    from stages.prepare import run as prepare
+    from storage_schema import create_label_store, open_dataset_store
+
+    if (root / f"labels{size}_{count}.zarr").exists():  # built earlier in this run
+        return root / f"data{size}_{count}.zarr", root / f"labels{size}_{count}.zarr"
+
+    data = prepare(
+        PrepareConfig(
+            dataset="synthetic",
+            out=root / f"data{size}_{count}.zarr",
+            size=size,
+            count=count,
+            progress=False,
+        )
+    )
+    store = open_dataset_store(data)
+    train = store.indices("train")
+    ids = store.ids()
+    writer = create_label_store(
+        root / f"labels{size}_{count}.zarr",
+        ids=[ids[i] for i in train],
+        variants=(VARIANT,),
+        classes=store.classes,
+        height=size,
+        width=size,
+        dataset_name=store.name,
+        manifest_sha256=store.manifest_sha256,
+        provenance={"dataset_path": str(data)},
+    )
+    for a, b in writer.shard_bounds():
+        masks = np.asarray(store.masks.oindex[train[a:b]]).astype(np.float32)  # (n, H, W)
+        near = uniform_filter(masks, size=(1, 7, 7))  # local foreground share
+        conf = 0.55 + 0.44 * np.abs(2 * near - 1)  # > 1/2: argmax == mask everywhere
+        p_fg = np.where(masks > 0, conf, 1 - conf)
+        logp = np.log(np.stack([1 - p_fg, p_fg], axis=1))  # (n, 2, H, W)
+        writer.write_shard(a, {VARIANT: logp.astype(np.float32)})
+    return data, writer.publish()
+
+
+def stream(
+    data: Path,
+    labels: Path | None,
+    batch: int,
+    workers: int,
+    augment: bool,
+    steps: int = 0,
+    seed: int = 0,
+):
+    """The StudentStream distill builds over ``data`` (+ ``labels``), on the CPU.
+
+    ``steps`` batches per epoch drawn by ``pipeline.sampling.step_batches``; 0: one pass.
+    """
+    from pipeline.augment import AugmentConfig
+    from pipeline.sampling import step_batches
+    from stages.data import epoch_batches
+    from stages.loader import StoreSource, StudentStream, make_loader
+    from storage_schema import open_dataset_store
+
+    store = open_dataset_store(data)
+    idx = store.indices("train")
+    source = StoreSource(
+        data=str(data),
+        indices=idx,
+        labels=None if labels is None else str(labels),
+        variant=None if labels is None else VARIANT,
+        manifest_sha256=store.manifest_sha256,
+    )
+
+    def plan(epoch: int) -> list[np.ndarray]:
+        if steps:
+            return step_batches(len(idx), batch, steps, epoch, seed)
+        return [b.numpy() for b in epoch_batches(len(idx), batch, epoch, seed, drop_last=True)]
+
+    loader = make_loader(source, plan, num_workers=workers, pin_memory=False)
+    return StudentStream(loader, torch.device("cpu"), seed, AugmentConfig() if augment else None)
+
+
+def loader_table(args: argparse.Namespace, data: Path, labels: Path) -> str:
+    """img/s of raw batches, device batches and augmented device batches, per worker count."""
+    n = 0
+    work = {}
+    for workers in args.workers:
+        plain = stream(data, labels, args.batch_size, workers, augment=False)
+        aug = stream(data, labels, args.batch_size, workers, augment=True)
+        n = len(plain) * args.batch_size
+        work[(workers, "raw batches (workers' reads)")] = lambda s=plain: list(s.loader)
+        work[(workers, "on the device, decoded")] = lambda s=plain: list(s(0))
+        work[(workers, "decoded + augmented on the device")] = lambda s=aug: list(s(0))
+    timings = time_interleaved(work, args.repeats, warmup=1)
+    rows = [
+        [str(w), what, fmt_seconds(t.median), f"**{n / t.median:,.0f}**", f"{t.spread:.0%}"]
+        for (w, what), t in timings.items()
+    ]
+    return markdown_table(
+        ["workers", "what is delivered", "epoch (median)", "img/s", "spread"], rows
+    )
+
+
+RSS_CHILD = """
+import json, resource, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from stages.distill import DistillConfig, run
+run(DistillConfig(labels=Path({labels!r}), data=Path({data!r}), out=Path({out!r}),
+    variant={variant!r}, student={student!r}, epochs=1, batch_size={batch},
+    steps_per_epoch={steps}, progress=False, device="cpu", num_workers={workers}))
+self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({{"self_kb": self_kb, "workers_kb": child_kb}}))
+"""
+
+
+def distill_rss(args: argparse.Namespace, data: Path, labels: Path, out: Path) -> dict:
+    """Peak RSS (KiB) of one ``distill`` run in a fresh process, and its seconds."""
+    code = RSS_CHILD.format(
+        root=str(ROOT),
+        labels=str(labels),
+        data=str(data),
+        out=str(out),
+        variant=VARIANT,
+        student=args.student,
+        batch=args.batch_size,
+        steps=args.steps,
+        workers=args.rss_workers,
+    )
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"distill subprocess failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "seconds": time.perf_counter() - start}
+
+
+def rss_table(args: argparse.Namespace, root: Path) -> str:
+    rows = []
+    first = None
+    for count in args.rss_counts:
+        data, labels = build_stores(root, args.rss_size, count)
+        r = distill_rss(args, data, labels, root / f"run{count}")
+        first = first or r["self_kb"]
+        rows.append(
+            [
+                str(count),
+                f"{r['self_kb'] / 1024:,.0f} MiB",
+                f"{r['self_kb'] / first:.2f}×",
+                f"{r['workers_kb'] / 1024:,.0f} MiB",
+                f"{r['seconds']:.0f} s",
+            ]
+        )
+    return markdown_table(
+        ["images in the store", "peak RSS, distill", "× smallest", "peak RSS, a worker", "wall"],
+        rows,
+    )
+
+
+def epoch_table(args: argparse.Namespace, data: Path, labels: Path) -> str:
+    """One student epoch: stored-label KD vs plain, interleaved."""
+    from pipeline.models.registry import build_model
+    from pipeline.train import TrainConfig, fit
+    from stages.configs import DistillConfig
+    from stages.distill import _step
+
+    modes = {
+        "plain (variant none)": (None, "none"),
+        f"stored labels (variant {VARIANT}, KD)": (labels, VARIANT),
+    }
+    streams = {
+        m: stream(data, lab, args.batch_size, args.epoch_workers, True, args.steps)
+        for m, (lab, _) in modes.items()
+    }
+    steps = {
+        m: _step(DistillConfig(labels=labels, out=Path("x"), variant=v))
+        for m, (_, v) in modes.items()
+    }
+    seconds: dict[str, list[float]] = {m: [] for m in modes}
+    for rnd in range(1 + args.repeats):
+        for m in modes:
+            torch.manual_seed(0)
+            net = build_model(args.student, 2, args.size)
+            cfg = TrainConfig(epochs=1, seed=rnd, progress=False, device="cpu")
+            start = time.perf_counter()
+            fit(net, streams[m], steps[m], cfg, steps_per_epoch=len(streams[m]))
+            if rnd:
+                seconds[m].append(time.perf_counter() - start)
+    plain = statistics.median(seconds[next(iter(modes))])
+    rows = []
+    for m, runs in seconds.items():
+        med = statistics.median(runs)
+        rows.append(
+            [m, fmt_seconds(med), f"{(max(runs) - min(runs)) / med:.0%}", f"**{med / plain:.3f}×**"]
+        )
+    return markdown_table(["epoch of the same student", "median", "spread", "× plain"], rows)
+
+
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=224, help="image side of tables 1 and 3")
+    parser.add_argument("--count", type=int, default=320, help="images (80 %% train), table 1/3")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int_list, default=[0, 1, 2], help="e.g. 0,1,2")
+    parser.add_argument("--student", default="unet-tiny")
+    parser.add_argument("--rss-counts", type=int_list, default=[200, 2000])
+    parser.add_argument("--rss-size", type=int, default=224)
+    parser.add_argument("--rss-workers", type=int, default=2)
+    parser.add_argument("--epoch-workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=8, help="steps per epoch, tables 2 and 3")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--skip", default="", help="tables to skip: loader,rss,epoch")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    set_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    skip = set(args.skip.split(","))
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
+        root = args.workdir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        data, labels = build_stores(root, args.size, args.count)
+        print_header("Student data path: loader, distill peak RSS, stored-label epoch")
+        print(
+            f"{args.count} synthetic images at {args.size}² ({len(stream(data, None, args.batch_size, 0, False)) * args.batch_size} "
+            f"train images per epoch), batch {args.batch_size}, variant {VARIANT}, "
+            f"student {args.student}\n"
+        )
+        if "loader" not in skip:
+            print("### 1. Loader alone (images + masks + one variant)\n")
+            print(loader_table(args, data, labels) + "\n")
+        if "rss" not in skip:
+            print(
+                f"### 2. Peak RSS of distill (1 epoch of {args.steps} steps, {args.student}, "
+                f"{args.rss_size}², {args.rss_workers} workers, then the test split)\n"
+            )
+            print(rss_table(args, root) + "\n")
+        if "epoch" not in skip:
+            print(
+                f"### 3. Stored-label epoch vs plain epoch ({args.steps} steps, "
+                f"{args.epoch_workers} workers)\n"
+            )
+            print(epoch_table(args, data, labels) + "\n")
+
+
+if __name__ == "__main__":
+    main()
