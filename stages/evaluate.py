@@ -66,9 +66,13 @@ def _scores_by_batch(
     device: torch.device,
     boundary: bool,
 ) -> dict[str, torch.Tensor]:
-    """Per-image scores (N,) by name, batch by batch: only per-image scores are kept."""
+    """Per-image scores (N,) by name, batch by batch: only per-image scores are kept.
+
+    Names: ``dice``, ``iou`` (means over the foreground classes), ``dice_class<c>`` for
+    each foreground class c when there are more than two classes, ``hd95``/``assd``.
+    """
     from pipeline.boundary import boundary_distances
-    from pipeline.metrics import dice_iou
+    from pipeline.metrics import dice_iou, dice_iou_per_class
 
     model.eval()
     scores: dict[str, list[torch.Tensor]] = {}
@@ -76,6 +80,9 @@ def _scores_by_batch(
         images, masks = data.batch(idx, device)
         pred = model(images).argmax(1)
         batch = dict(zip(("dice", "iou"), dice_iou(pred, masks, num_classes), strict=True))
+        if num_classes > 2:  # per-class Dice: dice_class<c> for every foreground class c
+            per_class, _ = dice_iou_per_class(pred, masks, num_classes)  # (B, C-1)
+            batch.update({f"dice_class{c}": per_class[:, c - 1] for c in range(1, num_classes)})
         if boundary:
             batch["hd95"], batch["assd"] = boundary_distances(pred.cpu(), masks.cpu(), num_classes)
         for name, values in batch.items():

@@ -29,6 +29,7 @@ from stages.report_tables import (
     delta_lines,
     gap_lines,
     main_setting,
+    per_class_lines,
     results_lines,
     sensitivity_lines,
     slope_lines,
@@ -36,6 +37,8 @@ from stages.report_tables import (
 )
 
 logger = logging.getLogger(__name__)
+
+_PER_CLASS = re.compile(r"dice_class\d+")  # evaluate's per-class Dice (C > 2)
 
 
 @dataclass
@@ -102,7 +105,8 @@ def _digests(m: dict) -> dict:
 
 
 def _scores(m: dict) -> dict[str, float]:
-    return {k: float(m[k]) for k, _, _ in (*METRICS, *BOUNDARY) if m.get(k) is not None}
+    keys = [k for k, _, _ in (*METRICS, *BOUNDARY)] + [k for k in m if _PER_CLASS.fullmatch(k)]
+    return {k: float(m[k]) for k in keys if m.get(k) is not None}
 
 
 def load_teachers(path: Path | None) -> list[Run]:
@@ -259,6 +263,7 @@ def run(cfg: ReportConfig) -> Path:
         "HD95 and ASSD in pixels (MONAI), over the images where both masks are non-empty or "
         "both empty (0).",
         "",
+        *_per_class_section(groups, teachers, cfg.labels),
         "## Paired ΔDice (points)",
         "",
         *verdict(groups, comparisons),
@@ -279,6 +284,20 @@ def run(cfg: ReportConfig) -> Path:
     cfg.out.write_text("\n".join(lines) + "\n")
     logger.info("report → %s (%d runs)", cfg.out, len(runs))
     return cfg.out
+
+
+def _per_class_section(
+    groups: dict[str, list[Run]], teachers: list[Run], labels: Path | None
+) -> list[str]:
+    """ "Dice per class" (C > 2), headed by the label store's class names where given."""
+    names = None
+    if labels is not None:
+        from stages.report_labels import label_stores
+        from storage_schema import open_label_store
+
+        names = list(open_label_store(label_stores(labels)[0]).classes)
+    lines = per_class_lines(groups, teachers, names)
+    return ["## Dice per class (test split)", "", *lines, ""] if lines else []
 
 
 def _label_section(cfg: ReportConfig) -> list[str]:

@@ -89,6 +89,32 @@ def results_lines(groups: dict[str, list[Run]], teachers: list[Run]) -> list[str
     return lines
 
 
+def per_class_lines(
+    groups: dict[str, list[Run]], teachers: list[Run], names: list[str] | None
+) -> list[str]:
+    """Dice (%) of each foreground class per method, mean ± std (C > 2 only).
+
+    With two classes the results table already is that class's Dice. ``names`` are the
+    class names (index = class id, e.g. the label store's), else ``class <c>``.
+    """
+    keys = {k for g in groups.values() for r in g for k in r.scores}
+    ids = sorted(int(k[10:]) for k in keys if k.startswith("dice_class") and k[10:].isdigit())
+    if len(ids) < 2:
+        return []
+    heads = [names[c] if names and c < len(names) else f"class {c}" for c in ids]
+    lines = [
+        "| Method | " + " | ".join(f"{h} Dice (%)" for h in heads) + " | runs |",
+        "|---|" + "---|" * (len(ids) + 1),
+    ]
+    members = [(f"Teacher T ({teachers[0].config['model']})", teachers)] if teachers else []
+    members += [(label, groups[v]) for v, label in ROWS if v in groups]
+    for label, g in members:
+        cells = " | ".join(_fmt([r.scores.get(f"dice_class{c}", math.nan) for r in g], 100.0)
+                           for c in ids)  # fmt: skip
+        lines.append(f"| {label} | {cells} | {len(g)} |")
+    return lines
+
+
 def paired(groups: dict[str, list[Run]], ref: str, n_boot: int) -> dict[str, tuple]:
     """Per variant: (t interval, bootstrap interval) of ΔDice vs ``ref`` over paired runs."""
     if ref not in groups:

@@ -197,7 +197,8 @@ def to_binary_mask(array: np.ndarray) -> np.ndarray:
     if 1 < top < 64:
         raise ReadError(
             f"non-binary mask values: the largest value is {top:g}, which looks like class "
-            "indices; expected 0/1 or 0/255"
+            "indices; expected 0/1 or 0/255, or pass --classes for multi-class masks (e.g. "
+            "--classes 'background=0,lesion_a=1,lesion_b=2')"
         )
     mid = np.count_nonzero((array > top / 4) & (array < top * 3 / 4)) / array.size
     if mid > NON_BINARY_LIMIT:

@@ -151,6 +151,7 @@ def test_without_classes_a_class_index_mask_is_refused(tmp_path: Path) -> None:
     root = _class_tree(tmp_path / "raw", n=2)
     code, output = prepare("--dataset", "folder", "--root", root, "--out", tmp_path / "b.zarr")
     assert code == 1 and "looks like class indices" in output
+    assert "or pass --classes for multi-class masks" in output
 
 
 def test_synthetic_classes(tmp_path: Path) -> None:
