@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from stages.cli import app
 
-pytestmark = pytest.mark.slow  # a whole chain: about 1.5 min of CPU on 2 cores
+pytestmark = pytest.mark.slow  # a whole chain of tiny networks on the CPU
 CLASSES = ["background", "lesion_a", "lesion_b"]
 CASCADE = ("teacher", "teacher_fa", "teacher_fa_ba", "plc")
 STUDENTS = ("none", "teacher", "plc")
