@@ -11,6 +11,12 @@ from pipeline.variants import VARIANTS
 from stages.configs import InspectConfig
 
 logger = logging.getLogger(__name__)
+# GT tile colours by class id: background black, class 1 white (binary data), then one
+# colour per further lesion type (ids beyond the table share its last colour)
+GT_COLOURS = np.array(
+    [(0, 0, 0), (255, 255, 255), (255, 160, 0), (0, 170, 255), (220, 0, 220), (0, 200, 0)],
+    np.uint8,
+)
 
 TITLES = {v.name: v.label for v in VARIANTS}  # the report's row labels
 
@@ -45,7 +51,7 @@ def panel(
     def fit(a: np.ndarray, interp: int) -> np.ndarray:
         return cv2.resize(a, (tile, tile), interpolation=interp)
 
-    gt = np.repeat((mask > 0).astype(np.uint8)[..., None] * 255, 3, axis=2)
+    gt = GT_COLOURS[np.minimum(mask, len(GT_COLOURS) - 1)]  # (H, W) ids -> (H, W, 3) RGB
     tiles = [_label(fit(image, cv2.INTER_AREA), "image"), _label(fit(gt, cv2.INTER_NEAREST), "GT")]
     for variant, logp in logps.items():
         prob = np.exp(logp)
