@@ -6,11 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from http_helpers import serve
 from loader_stores import make_stores
 
-from stages.data import open_labels_with_data, open_store
-from storage_schema import StoreError
+from stages.data import (
+    StoreSplit,
+    check_same_images,
+    foreground_pixels,
+    load_split,
+    open_labels_with_data,
+    open_store,
+)
+from storage_schema import StoreError, open_dataset_store, open_label_store
+
+CPU = torch.device("cpu")
 
 
 def test_stores_open_from_http_urls(tmp_path: Path) -> None:
@@ -78,3 +88,53 @@ def test_inspect_refuses_a_corrupt_chunk_in_one_sentence(tmp_path: Path, damaged
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and not out.exists()
     assert f"{where}: array '{key}' cannot be read at image(s) '{first}'" in result.output
+
+
+# ------------------------------------------- the streamed split (distill's evaluation)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_stores(tmp_path_factory.mktemp("data"), n_train=9, n_test=5)
+
+
+def test_store_split_batches_equal_the_in_memory_split(stores) -> None:
+    store = open_dataset_store(stores[0])
+    lazy, held = StoreSplit(store, "test"), load_split(store, "test")
+    assert len(lazy) == len(held) == 5 and lazy.ids == held.ids
+    assert np.array_equal(lazy.indices, held.indices)
+    for idx in (torch.tensor([4, 0, 2]), torch.arange(5)):
+        for a, b in zip(lazy.batch(idx, CPU), held.batch(idx, CPU), strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_evaluation_by_batch_equals_the_in_memory_split(stores) -> None:
+    from pipeline.models.registry import build_model
+    from stages.evaluate import evaluate_model
+
+    torch.manual_seed(0)
+    model = build_model("unet-tiny", num_classes=2, img_size=32)
+    store = open_dataset_store(stores[0])
+    lazy = evaluate_model(model, StoreSplit(store, "test"), 2, 2, CPU)
+    held = evaluate_model(model, load_split(store, "test"), 2, 5, CPU)
+    assert lazy["per_image"] == held["per_image"] and lazy["dice"] == held["dice"]
+
+
+def test_foreground_pixels_streamed_equal_a_direct_count(stores) -> None:
+    store = open_dataset_store(stores[0])
+    idx = store.indices("train")
+    direct = (store.read_masks(idx) > 0).reshape(len(idx), -1).sum(1)
+    assert np.array_equal(foreground_pixels(store, idx, block=2), direct)
+    assert direct.min() > 0
+
+
+def test_a_label_store_of_other_images_is_refused(stores) -> None:
+    store, labels = open_dataset_store(stores[0]), open_label_store(stores[1])
+    check_same_images(store, labels, store.indices("train"))
+    with pytest.raises(ValueError, match="lists other train images than the dataset store"):
+        check_same_images(store, labels, store.indices("train")[::-1])
+
+
+def test_an_empty_split_is_refused_naming_it(stores) -> None:
+    with pytest.raises(ValueError, match="no images in split 'val'"):
+        StoreSplit(open_dataset_store(stores[0]), "val")
