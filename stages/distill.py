@@ -151,33 +151,6 @@ def _pairing(cfg: DistillConfig, store, model: nn.Module) -> dict[str, str]:
     return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
 
 
-def _pairing(cfg: DistillConfig, store, model: nn.Module) -> dict[str, str]:
-    """Digests of the initial weights and the batch plan (the paired design, checked by
-    ``plc report``): equal for every variant of one (fold, seed)."""
-    from stages.pairing import plan_sha256, weights_sha256
-
-    plan = _plan(cfg, store, store.indices("train"))
-    return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
-
-
-def _pairing(cfg: DistillConfig, store, model: nn.Module) -> dict[str, str]:
-    """Digests of the initial weights and the batch plan (the paired design, checked by
-    ``plc report``): equal for every variant of one (fold, seed)."""
-    from stages.pairing import plan_sha256, weights_sha256
-
-    plan = _plan(cfg, store, store.indices("train"))
-    return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
-
-
-def _pairing(cfg: DistillConfig, store, model: nn.Module) -> dict[str, str]:
-    """Digests of the initial weights and the batch plan (the paired design, checked by
-    ``plc report``): equal for every variant of one (fold, seed)."""
-    from stages.pairing import plan_sha256, weights_sha256
-
-    plan = _plan(cfg, store, store.indices("train"))
-    return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
-
-
 def _write_curve(history: list[dict[str, float]], path: Path) -> None:
     keys = sorted({k for row in history for k in row})
     with open(path, "w", newline="") as f:
