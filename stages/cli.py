@@ -121,7 +121,11 @@ def models(size: Annotated[int, typer.Option(help="Input size for the counts.")]
     """List the network registry: name, role, parameters, input sizes."""
     from pipeline.models.registry import describe_models
 
-    rows = describe_models(size)
+    try:
+        rows = describe_models(size)
+    except ValueError as err:
+        typer.secho(f"error: --size {size}: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"{'name':<16}{'role':<10}{'parameters':>14}  input sizes")
     for r in rows:
         typer.echo(f"{r['name']:<16}{r['role']:<10}{r['parameters']:>14,}  {r['input_sizes']}")

@@ -74,6 +74,7 @@ def _init() -> Path | None:
         help="Initial weights: TransUNet's official R50+ViT-B_16.npz (ImageNet-21k; "
         "--model transunet) or a state_dict / plc checkpoint of the same network. "
         "Default: random.",
+        exists=True,
     )
 
 
@@ -308,7 +309,9 @@ class TeacherConfig(TrainOptions):
     """Options of ``plc train-teacher``; ``data``/``out`` default from ``dataset``."""
 
     dataset: str = option(help="Dataset name (data/<name>.zarr).")
-    data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
+    data: Path | None = option(
+        None, help="Dataset store path (default data/<dataset>.zarr).", exists=True
+    )
     out: Path | None = option(None, help="Checkpoint (default models/<dataset>/teacher.pt).")
     model: str = option("transunet", help="Registry name (see `plc models`).", choices=_models)
     init: Path | None = _init()
@@ -328,9 +331,11 @@ class AssistantConfig(TrainOptions):
 
     dataset: str = option(help="Dataset name (data/<name>.zarr).")
     kind: str = option(help="false-pixel (FIG images) or boundary (BT images).", choices=KINDS)
-    data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
+    data: Path | None = option(
+        None, help="Dataset store path (default data/<dataset>.zarr).", exists=True
+    )
     teacher: Path | None = option(
-        None, help="Teacher checkpoint (default models/<dataset>/teacher.pt)."
+        None, help="Teacher checkpoint (default models/<dataset>/teacher.pt).", exists=True
     )
     out: Path | None = option(
         None, help="Checkpoint (default models/<dataset>/assistant_fp.pt or assistant_bd.pt)."
@@ -367,10 +372,12 @@ class PrecomputeConfig(StageConfig):
     """Options of ``plc precompute``; every path defaults from ``dataset``."""
 
     dataset: str = option(help="Dataset name (data/<name>.zarr).")
-    data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
-    teacher: Path | None = option(None, help="Teacher checkpoint.")
-    assistant_fp: Path | None = option(None, help="False-pixel assistant checkpoint.")
-    assistant_bd: Path | None = option(None, help="Boundary assistant checkpoint.")
+    data: Path | None = option(
+        None, help="Dataset store path (default data/<dataset>.zarr).", exists=True
+    )
+    teacher: Path | None = option(None, help="Teacher checkpoint.", exists=True)
+    assistant_fp: Path | None = option(None, help="False-pixel assistant checkpoint.", exists=True)
+    assistant_bd: Path | None = option(None, help="Boundary assistant checkpoint.", exists=True)
     out: Path | None = option(None, help="Label store (default labels/<dataset>.zarr).")
     batch_size: int = option(16, help="Images per team forward.", ge=1)
     shard_size: int = option(64, help="Images per shard (the unit of writing).", ge=1)
@@ -446,9 +453,11 @@ class PrecomputeConfig(StageConfig):
 class DistillConfig(TrainOptions):
     """Options of ``plc distill``. ``variant='none'`` is the no-KD baseline."""
 
-    labels: Path = option(help="Label store (labels/<dataset>.zarr).")
+    labels: Path = option(help="Label store (labels/<dataset>.zarr).", exists=True)
     out: Path = option(help="Run folder (runs/<exp>).")
-    data: Path | None = option(None, help="Dataset store; default from the label store.")
+    data: Path | None = option(
+        None, help="Dataset store; default from the label store.", exists=True
+    )
     variant: str = option(
         "plc",
         help="Label variant to distill ('none': the student alone).",
@@ -477,8 +486,8 @@ class DistillConfig(TrainOptions):
 class EvaluateConfig(StageConfig):
     """Options of ``plc evaluate``."""
 
-    checkpoint: Path = option(help="Any plc-kd checkpoint.")
-    data: Path = option(help="Dataset store.")
+    checkpoint: Path = option(help="Any plc-kd checkpoint.", exists=True)
+    data: Path = option(help="Dataset store.", exists=True)
     split: str = option("test", help="Split to evaluate.", choices=SPLITS)
     fold: int | None = _fold()
     out: Path | None = option(None, help="Metrics JSON path (default beside the checkpoint).")
@@ -493,15 +502,20 @@ class EvaluateConfig(StageConfig):
 class ReportConfig(StageConfig):
     """Options of ``plc report``."""
 
-    runs: Path = option(help="Folder of runs (each with metrics.json), e.g. runs/<ds>.")
+    runs: Path = option(
+        help="Folder of runs (each with metrics.json), e.g. runs/<ds>.", exists=True
+    )
     out: Path = option(help="Markdown report path (PNG figures are written beside it).")
     labels: Path | None = option(
-        None, help="Label store, or a folder of label stores (one per fold), for label quality."
+        None,
+        help="Label store, or a folder of label stores (one per fold), for label quality.",
+        exists=True,
     )
     teacher_metrics: Path | None = option(
         None,
         help="Teacher metrics JSON, or a folder searched for every teacher.metrics.json (one "
         "per fold, e.g. models/<ds>) for the teacher–student gap.",
+        exists=True,
     )
     bootstrap: int = option(2000, help="Resamples of the image-level paired bootstrap.", ge=100)
 
@@ -510,8 +524,10 @@ class ReportConfig(StageConfig):
 class InspectConfig(StageConfig):
     """Options of ``plc inspect``."""
 
-    labels: Path = option(help="Label store.", argument=True)
+    labels: Path = option(help="Label store.", argument=True, exists=True)
     image: str = option(help="Image id (or its index in the store).")
     out: Path = option(help="PNG path.")
-    data: Path | None = option(None, help="Dataset store; default from the label store.")
+    data: Path | None = option(
+        None, help="Dataset store; default from the label store.", exists=True
+    )
     tile: int = option(192, help="Side of each panel tile in pixels.", ge=32, le=1024)

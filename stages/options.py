@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import inspect
 import operator
+import re
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class Opt:
     argument: bool = False
     runtime: bool = False
     cli: bool = True
+    exists: bool = False
 
     def choice_list(self) -> list[str]:
         if self.choices is None:
@@ -60,6 +62,7 @@ def option(
     argument: bool = False,
     runtime: bool = False,
     cli: bool = True,
+    exists: bool = False,
 ) -> Any:
     """A config field that is also a CLI option.
 
@@ -74,8 +77,9 @@ def option(
         runtime: changes how a stage runs, never what it produces (left out of the config
             recorded in artifacts, so changing it keeps a rerun a no-op).
         cli: False for a field the CLI does not expose.
+        exists: an input path that must exist when given (a URL is left to the reader).
     """
-    meta = Opt(help, flag, choices, ge, gt, le, lt, argument, runtime, cli)
+    meta = Opt(help, flag, choices, ge, gt, le, lt, argument, runtime, cli, exists)
     return dataclasses.field(default=default, metadata={_KEY: meta})
 
 
@@ -120,6 +124,12 @@ def _bound_problem(name: str, value: float, meta: Opt) -> str | None:
     return f"{name} must be {rule}, got {value!r}."
 
 
+def _missing_path(value: Any) -> bool:
+    """A local path that does not exist (``scheme://`` URLs are not checked here)."""
+    text = str(value)
+    return not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", text) and not Path(text).exists()
+
+
 def field_problems(cfg: Any) -> list[str]:
     """Every violated field check of ``cfg`` as one sentence each, naming the flag."""
     problems: list[str] = []
@@ -139,6 +149,8 @@ def field_problems(cfg: Any) -> list[str]:
         if want is int and isinstance(value, float) and not value.is_integer():
             problems.append(f"{name} must be an integer, got {value!r}.")
             continue
+        if meta.exists and _missing_path(value):
+            problems.append(f"{name} {value} does not exist; check the path.")
         if meta.choices is not None and value not in meta.choice_list():
             allowed = ", ".join(map(str, meta.choice_list()))
             problems.append(f"{name} must be one of {allowed}; got {value!r}.")
