@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -552,3 +553,36 @@ def test_write_errors_become_one_sentence(code: int, reason: str) -> None:
         f"cannot write /x/ds.zarr: {reason}. Nothing was published; free space or fix the "
         "folder, or pass another --out."
     )
+
+
+def test_label_store_write_onto_a_full_disk_keeps_the_published_store(tmp_path: Path) -> None:
+    """The label writer on a full disk: ENOSPC surfaces, the unfinished store stays
+    ``<path>.writing`` (status ``writing``: resumable, never read as complete), and the
+    previously published store at ``path`` is untouched."""
+    from label_helpers import create, soft_maps, write_all
+
+    from storage_schema import open_label_store
+
+    with tmpfs(tmp_path / "small", "256k") as disk:
+        path = disk / "labels.zarr"
+        write_all(path, soft_maps(0))
+        before = tree_digest(path)
+        n, side = 24, 96  # 24 × 2 × 96² int8 codes of random log-probs: ~440 kB, cannot fit
+        writer = create(
+            path, ids=[f"big{i}" for i in range(n)], height=side, width=side,
+            shard_size=8, overwrite=True,
+        )  # fmt: skip
+        rng = np.random.default_rng(0)
+        logits = rng.normal(scale=3, size=(8, 2, side, side))
+        log_p = (logits - np.logaddexp(logits[:, :1], logits[:, 1:])).astype(np.float32)
+        with pytest.raises(OSError) as err:
+            for start, _ in writer.shard_bounds():
+                writer.write_shard(start, {"teacher": log_p, "plc": log_p})
+            writer.publish()
+        assert err.value.errno == errno.ENOSPC
+        assert tree_digest(path) == before
+        assert open_label_store(path).attrs["status"] == "complete"
+        assert len(open_label_store(path).ids) == 7
+        unfinished = json.loads((disk / "labels.zarr.writing" / "zarr.json").read_text())
+        assert unfinished["attributes"]["status"] == "writing"
+        assert f"no space left on {disk}." in str(unwritable(err.value, path, existed=True))
