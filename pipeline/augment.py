@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.check import check_shape
+from pipeline.check import check_shape, class_argmax
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +194,8 @@ def _resample_labels(masks_f: Tensor, soft: Tensor, grid: Tensor) -> tuple[Tenso
     masks_f, soft_near = near[:, :1].to(masks_f.dtype), near[:, 1:].to(soft.dtype)
     smooth = _renormalise(_resample(soft, grid, "bilinear"))  # (B, C, H, W)
     target = masks_f.long()  # (B, 1, H, W)
-    agreed = soft_near.argmax(1, keepdim=True) == target  # the source pixel agreed
-    flipped = smooth.argmax(1, keepdim=True) != target  # bilinear mixing changed it
+    agreed = class_argmax(soft_near).unsqueeze(1) == target  # the source pixel agreed
+    flipped = class_argmax(smooth).unsqueeze(1) != target  # bilinear mixing changed it
     return masks_f, torch.where(agreed & flipped, soft_near, smooth)
 
 
