@@ -288,12 +288,22 @@ def command(
         from stages.errors import USER_ERRORS
 
         module, func = run.split(":")
+        cfg = None
         try:
             kwargs |= params_values(params or [], config, ctx, name)
             stage_run = getattr(importlib.import_module(module), func)
-            result = stage_run(config(**kwargs))
+            cfg = config(**kwargs)
+            result = stage_run(cfg)
         except USER_ERRORS as err:
             typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        except OSError as err:  # a full disk or read-only mount under any writer
+            from stages.outputs import write_failure
+
+            out = getattr(cfg, "out_path", None) or getattr(cfg, "out", None)
+            if (message := write_failure(err, out)) is None:
+                raise
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
         (report or (lambda r: typer.echo(str(r))))(result)
 

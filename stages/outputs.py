@@ -83,3 +83,20 @@ def check_writable(path: Path, *, flag: str = "--out") -> None:
         problem = f"no permission to write in {base}"
     if problem:
         raise OutputError(f"cannot write {path}: {problem}; pass another {flag}.")
+
+
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def write_failure(err: OSError, out: Path | None = None) -> str | None:
+    """One sentence for a full disk, a quota or a read-only mount met by any stage's writer
+    (deep inside zarr or torch.save), naming the file (else the stage's ``out``) and its
+    mount; None for other errors."""
+    if err.errno not in WRITE_ERRNOS or not (err.filename or out):
+        return None
+    path = Path(os.fsdecode(err.filename)) if err.filename else Path(out)  # type: ignore[arg-type]
+    return (
+        f"cannot write {path}: {_reason(err, path)}. The output was not published (a "
+        "previous one is unchanged; an interrupted precompute resumes with --resume); free "
+        "space or pass another --out."
+    )

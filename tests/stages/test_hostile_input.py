@@ -586,3 +586,24 @@ def test_label_store_write_onto_a_full_disk_keeps_the_published_store(tmp_path: 
         unfinished = json.loads((disk / "labels.zarr.writing" / "zarr.json").read_text())
         assert unfinished["attributes"]["status"] == "writing"
         assert f"no space left on {disk}." in str(unwritable(err.value, path, existed=True))
+
+
+@pytest.mark.slow
+def test_precompute_onto_a_full_disk_is_one_message(tmp_path: Path) -> None:
+    """``plc precompute`` (a random-init tiny team) writing its label store onto a full tmpfs."""
+    from precompute_inputs import make_inputs, precompute_args
+
+    inputs = make_inputs(tmp_path / "inputs")
+    with tmpfs(tmp_path / "small", "64k") as disk:
+        out = disk / "labels.zarr"
+        result = CliRunner().invoke(app, precompute_args(inputs, out))
+        assert not isinstance(result.exception, Exception) or isinstance(
+            result.exception, SystemExit
+        ), repr(result.exception)
+        assert result.exit_code == 1
+        assert "Traceback" not in result.output
+        assert result.output.count("error:") == 1
+        assert re.search(
+            rf"error: cannot write {disk}/\S*: no space left on {disk}\.", result.output
+        )
+        assert not out.exists()  # nothing published; the unfinished store is <out>.writing
