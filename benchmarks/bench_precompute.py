@@ -43,6 +43,32 @@ def train_team(root: Path, size: int, count: int, model: str, epochs: int, batch
         (root / "train" / f"{role}.pt").rename(root / f"{role}.pt")
 
 
+def random_team(root: Path, size: int, count: int, model: str, quantiles: list[float]) -> None:
+    """Seeded random nets whose heads are scaled and shifted so that each predicts
+    foreground on the top ``1 - q`` of its margin over the train images (eval mode): a team
+    with spatially varied mistakes in every image, without training (an SC stress case)."""
+    sys.path[:0] = [str(ROOT), str(HERE), str(ROOT / "tests" / "stages")]
+    import torch
+    from precompute_inputs import _images, _sharpen
+
+    from pipeline.checkpoint import save_checkpoint
+    from pipeline.models.registry import build_model
+    from stages.configs import PrepareConfig
+    from stages.prepare import run as prepare
+
+    data = prepare(
+        PrepareConfig(dataset="synthetic", out=root / "team.zarr", size=size, count=count,
+                      progress=False)
+    )  # fmt: skip
+    images = _images(data)
+    for i, role in enumerate(ROLES):
+        torch.manual_seed(100 + i)
+        net = build_model(model, 2, size).eval()
+        _sharpen(net, images, quantiles[i])
+        save_checkpoint(root / f"{role}.pt", net, model_name=model, num_classes=2,
+                        img_size=size, config={"bench": "random-sharpened", "q": quantiles[i]})  # fmt: skip
+
+
 def _prepare(tree_out: Path, size: int, count: int) -> Path:
     """The synthetic store at ``tree_out`` made by the imported tree's ``prepare``."""
     from stages.prepare import run as prepare
@@ -138,6 +164,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--count", type=int, default=160, help="synthetic images (80 %% train)")
     p.add_argument("--team-model", default="unet-small")
     p.add_argument("--team-epochs", type=int, default=1)
+    p.add_argument(
+        "--random-team",
+        type=float,
+        nargs=3,
+        metavar="Q",
+        help="no training: random nets sharpened to predict foreground above these margin "
+        "quantiles (teacher, TA_f, TA_b), e.g. 0.9 0.86 0.88",
+    )
     p.add_argument("--batch", type=int, default=16, help="precompute batch size")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=0, help="untimed precomputes per process")
@@ -154,7 +188,10 @@ def main(argv: list[str] | None = None) -> None:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         if not all((work / f"{r}.pt").exists() for r in ROLES):
-            train_team(work, args.size, args.count, args.team_model, args.team_epochs, 16)
+            if args.random_team:
+                random_team(work, args.size, args.count, args.team_model, args.random_team)
+            else:
+                train_team(work, args.size, args.count, args.team_model, args.team_epochs, 16)
         trees = {"after": ROOT} | ({"before": args.before} if args.before else {})
         results: dict[str, list[dict]] = {k: [] for k in trees}
         for _ in range(args.rounds):
