@@ -279,7 +279,7 @@ def run(cfg: ReportConfig) -> Path:
     if sens := sensitivity_lines(runs):
         lines += ["", "## Sensitivity: Dice (%) vanilla KD / PLC-KD by λ and τ", "", *sens]
     if cfg.labels is not None:
-        lines += ["", *_label_section(cfg)]
+        lines += ["", *_label_section(cfg, runs[0].config.get("dataset"))]
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text("\n".join(lines) + "\n")
     logger.info("report → %s (%d runs)", cfg.out, len(runs))
@@ -300,11 +300,11 @@ def _per_class_section(
     return ["## Dice per class (test split)", "", *lines, ""] if lines else []
 
 
-def _label_section(cfg: ReportConfig) -> list[str]:
+def _label_section(cfg: ReportConfig, dataset: str | None) -> list[str]:
     from stages import report_labels as rl
     from stages.report_plot import histogram_plot
 
-    stores = rl.label_stores(cfg.labels)
+    stores = rl.label_stores(cfg.labels, dataset)
     corrections = rl.sc_corrections(stores)
     hist = cfg.out.with_name(cfg.out.stem + "_sc_hist.png")
     labels = {v.name: v.label for v in VARIANTS}

@@ -38,14 +38,20 @@ class Corrected:
     to_background: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
 
 
-def label_stores(path: Path) -> list[Path]:
-    """``path`` itself when it is a store, else every ``*.zarr`` directly inside it (sorted)."""
+def label_stores(path: Path, dataset: str | None = None) -> list[Path]:
+    """``path`` itself when it is a store, else every label store (``*.zarr``) directly inside
+    it, sorted — those of ``dataset`` only when it is given and some are."""
+    from storage_schema import open_label_store
+
     path = Path(path)
     if (path / "zarr.json").exists() or not path.is_dir():
         return [path]
     found = sorted(p for p in path.glob("*.zarr") if (p / "zarr.json").exists())
     if not found:
         raise FileNotFoundError(f"no label store (*.zarr) in {path}: pass a store or its folder.")
+    if dataset is not None:
+        mine = [p for p in found if open_label_store(p).dataset_name == dataset]
+        found = mine or found
     return found
 
 

@@ -82,7 +82,7 @@ def histogram_plot(series: dict[str, np.ndarray], path: Path) -> Path:
     """Bars of each series' share per bin over [0, 1] (one panel per series)."""
     import cv2
 
-    panel_w, panel_h, pad = 260, 150, 30
+    panel_w, panel_h, pad = 340, 150, 30
     names = list(series)
     img = np.full((panel_h + 2 * pad, max(1, len(names)) * panel_w, 3), 255, np.uint8)
     for i, name in enumerate(names):
@@ -90,7 +90,7 @@ def histogram_plot(series: dict[str, np.ndarray], path: Path) -> Path:
         shares = counts / max(counts.sum(), 1.0)
         x0, bins = i * panel_w + 10, len(counts)
         bar_w = (panel_w - 30) // max(bins, 1)
-        _text(img, f"{name[:30]} (n={int(counts.sum())})", (x0, 16))
+        _text(img, f"{name[:48]} (n={int(counts.sum())})", (x0, 16), scale=0.36)
         base = pad + panel_h
         for b, share in enumerate(shares):
             h = int(share / max(shares.max(), 1e-9) * (panel_h - 20))

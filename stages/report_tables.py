@@ -163,19 +163,29 @@ def verdict(groups: dict[str, list[Run]], comparisons: dict) -> list[str]:
 
 
 def slope_lines(groups: dict[str, list[Run]]) -> list[str]:
+    """Per variant the median and max slope, then every run's slope (a collapsed table)."""
     lines = [
         "| Method | runs with a val curve | median slope | max slope | epochs |",
         "|---|---|---|---|---|",
     ]
+    per_run = ["| run | fold | seed | slope | last val Dice (%) |", "|---|---|---|---|---|"]
     for variant, label in ROWS:
         g = [r for r in groups.get(variant, []) if len(r.val_dice) >= 2]
-        if g:
-            slopes = sorted(100 * rs.tail_slope(r.val_dice) for r in g)
-            lines.append(
-                f"| {label} | {len(g)}/{len(groups[variant])} | {slopes[len(slopes) // 2]:+.3f} "
-                f"| {max(slopes):+.3f} | {len(g[0].val_dice)} |"
-            )
-    return lines
+        if not g:
+            continue
+        slopes = sorted(100 * rs.tail_slope(r.val_dice) for r in g)
+        lines.append(
+            f"| {label} | {len(g)}/{len(groups[variant])} | {slopes[len(slopes) // 2]:+.3f} "
+            f"| {max(slopes):+.3f} | {len(g[0].val_dice)} |"
+        )
+        per_run += [
+            f"| {variant} | {r.fold} | {r.seed} | {100 * rs.tail_slope(r.val_dice):+.3f} "
+            f"| {100 * r.val_dice[-1]:.2f} |"
+            for r in sorted(g, key=lambda r: str(r.key))
+        ]
+    if len(per_run) == 2:
+        return [*lines, "", "No run has val Dice per epoch in its curve.csv (--val-fraction)."]
+    return [*lines, "", "<details><summary>every run</summary>", "", *per_run, "", "</details>"]
 
 
 def sensitivity_lines(runs: list[Run]) -> list[str]:
