@@ -309,9 +309,7 @@ class TeacherConfig(TrainOptions):
     """Options of ``plc train-teacher``; ``data``/``out`` default from ``dataset``."""
 
     dataset: str = option(help="Dataset name (data/<name>.zarr).")
-    data: Path | None = option(
-        None, help="Dataset store path (default data/<dataset>.zarr).", exists=True
-    )
+    data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
     out: Path | None = option(None, help="Checkpoint (default models/<dataset>/teacher.pt).")
     model: str = option("transunet", help="Registry name (see `plc models`).", choices=_models)
     init: Path | None = _init()
@@ -331,9 +329,7 @@ class AssistantConfig(TrainOptions):
 
     dataset: str = option(help="Dataset name (data/<name>.zarr).")
     kind: str = option(help="false-pixel (FIG images) or boundary (BT images).", choices=KINDS)
-    data: Path | None = option(
-        None, help="Dataset store path (default data/<dataset>.zarr).", exists=True
-    )
+    data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
     teacher: Path | None = option(
         None, help="Teacher checkpoint (default models/<dataset>/teacher.pt).", exists=True
     )
@@ -372,12 +368,10 @@ class PrecomputeConfig(StageConfig):
     """Options of ``plc precompute``; every path defaults from ``dataset``."""
 
     dataset: str = option(help="Dataset name (data/<name>.zarr).")
-    data: Path | None = option(
-        None, help="Dataset store path (default data/<dataset>.zarr).", exists=True
-    )
-    teacher: Path | None = option(None, help="Teacher checkpoint.", exists=True)
-    assistant_fp: Path | None = option(None, help="False-pixel assistant checkpoint.", exists=True)
-    assistant_bd: Path | None = option(None, help="Boundary assistant checkpoint.", exists=True)
+    data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
+    teacher: Path | None = option(None, help="Teacher checkpoint.")
+    assistant_fp: Path | None = option(None, help="False-pixel assistant checkpoint.")
+    assistant_bd: Path | None = option(None, help="Boundary assistant checkpoint.")
     out: Path | None = option(None, help="Label store (default labels/<dataset>.zarr).")
     batch_size: int = option(16, help="Images per team forward.", ge=1)
     shard_size: int = option(64, help="Images per shard (the unit of writing).", ge=1)
@@ -453,10 +447,11 @@ class PrecomputeConfig(StageConfig):
 class DistillConfig(TrainOptions):
     """Options of ``plc distill``. ``variant='none'`` is the no-KD baseline."""
 
-    labels: Path = option(help="Label store (labels/<dataset>.zarr).", exists=True)
+    # str, not Path: a store may be an http(s):// or other fsspec URL (read-only)
+    labels: str = option(help="Label store: a path or URL (labels/<dataset>.zarr).", exists=True)
     out: Path = option(help="Run folder (runs/<exp>).")
-    data: Path | None = option(
-        None, help="Dataset store; default from the label store.", exists=True
+    data: str | None = option(
+        None, help="Dataset store (path or URL); default from the label store.", exists=True
     )
     variant: str = option(
         "plc",
@@ -487,7 +482,7 @@ class EvaluateConfig(StageConfig):
     """Options of ``plc evaluate``."""
 
     checkpoint: Path = option(help="Any plc-kd checkpoint.", exists=True)
-    data: Path = option(help="Dataset store.", exists=True)
+    data: str = option(help="Dataset store: a path or URL.", exists=True)
     split: str = option("test", help="Split to evaluate.", choices=SPLITS)
     fold: int | None = _fold()
     out: Path | None = option(None, help="Metrics JSON path (default beside the checkpoint).")
@@ -524,10 +519,10 @@ class ReportConfig(StageConfig):
 class InspectConfig(StageConfig):
     """Options of ``plc inspect``."""
 
-    labels: Path = option(help="Label store.", argument=True, exists=True)
+    labels: str = option(help="Label store: a path or URL.", argument=True, exists=True)
     image: str = option(help="Image id (or its index in the store).")
     out: Path = option(help="PNG path.")
-    data: Path | None = option(
-        None, help="Dataset store; default from the label store.", exists=True
+    data: str | None = option(
+        None, help="Dataset store (path or URL); default from the label store.", exists=True
     )
     tile: int = option(192, help="Side of each panel tile in pixels.", ge=32, le=1024)
