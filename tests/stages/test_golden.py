@@ -362,4 +362,6 @@ def test_unknown_variant_is_refused_with_the_choices(
     result = runner.invoke(app, ["distill", "--labels", str(chain["labels"]), "--variant", "best",
                                  "--out", str(tmp_path / "r"), "--no-progress"])  # fmt: skip
     assert result.exit_code == 1
-    assert "--variant must be one of plc, teacher" in result.output
+    from pipeline.variants import DISTILL_CHOICES
+
+    assert f"--variant must be one of {', '.join(DISTILL_CHOICES)}; got 'best'." in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import pickletools
 import shutil
@@ -259,3 +260,34 @@ def test_distill_refuses_a_corrupt_label_chunk_in_one_line(stores, tmp_path) -> 
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "soft/plc" in lines[0] and "Traceback" not in result.output
     assert not (tmp_path / "run" / "student.pt").exists()
+
+
+@pytest.mark.slow
+def test_distill_over_http_trains_the_same_student(stores, tmp_path) -> None:
+    """`plc distill --labels URL --data URL` (loopback HTTP with range requests, worker
+    processes reading over HTTP) trains the very student the local paths train."""
+    from http_helpers import serve
+
+    data, labels = stores
+    assert data.parent == labels.parent
+    local = _distill(data, labels, tmp_path / "local", "--num-workers", "2")
+    assert local.exit_code == 0, local.output
+    with serve(data.parent) as base:
+        remote = _distill(
+            f"{base}/{data.name}",
+            f"{base}/{labels.name}",
+            tmp_path / "remote",
+            "--num-workers",
+            "2",
+        )  # type: ignore[arg-type]
+    assert remote.exit_code == 0, remote.output
+    a, b = (
+        torch.load(tmp_path / d / "student.pt", weights_only=False) for d in ("local", "remote")
+    )
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    m_local, m_remote = (
+        json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("local", "remote")
+    )
+    assert m_remote["config"]["labels"].startswith("http://127.0.0.1:")
+    assert m_remote["dice"] == m_local["dice"]
