@@ -294,7 +294,7 @@ def check_dataset_attrs(attrs: Mapping[str, Any], path: Path | str) -> None:
             f"dataset store {path} has schema version {attrs.get('schema_version')!r} but this "
             "code reads version "
             f"{DATASET_SCHEMA_VERSION} (version 2 added sharding and crc32c checksums); "
-            "rebuild it with `plc prepare --force`."
+            "rebuild it with `plc prepare --overwrite`."
         )
 
 
@@ -305,25 +305,25 @@ def read_manifest(where: loc.Location, expected_sha: str, n: int) -> tuple[pa.Ta
         data = where.read_bytes(MANIFEST_FILE)
     except FileNotFoundError:
         raise StoreError(
-            f"dataset store {where} has no {MANIFEST_FILE}; rebuild it with `plc prepare --force`."
+            f"dataset store {where} has no {MANIFEST_FILE}; rebuild it with `plc prepare --overwrite`."
         ) from None
     try:
         raw = pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as err:
         raise StoreError(
-            f"{file} cannot be read ({err}); rebuild it with `plc prepare --force`."
+            f"{file} cannot be read ({err}); rebuild it with `plc prepare --overwrite`."
         ) from None
     table = check_manifest_table(raw, file)
     if table.num_rows != n:
         raise StoreError(
             f"{file} has {table.num_rows} rows but the store holds {n} images; rebuild it with "
-            "`plc prepare --force`."
+            "`plc prepare --overwrite`."
         )
     sha = manifest_sha256(table)
     if sha != expected_sha:
         raise StoreError(
             f"{file} hashes to {sha[:12]} but the store records {str(expected_sha)[:12]}; the "
-            "manifest was changed after writing, rebuild with `plc prepare --force`."
+            "manifest was changed after writing, rebuild with `plc prepare --overwrite`."
         )
     return table, sha
 

@@ -128,7 +128,7 @@ def test_wrong_schema_version_refused(tmp_path: Path, make_dataset) -> None:
         open_dataset_store(path)
     assert str(info.value) == (
         f"dataset store {path} has schema version 1 but this code reads version 2 (version 2 "
-        "added sharding and crc32c checksums); rebuild it with `plc prepare --force`."
+        "added sharding and crc32c checksums); rebuild it with `plc prepare --overwrite`."
     )
 
 
