@@ -77,7 +77,7 @@ def check_training(
     message = (
         f"{role} failed the training check: {problem}; nothing downstream can learn from it. "
         "Try more optimizer steps (--epochs, --steps-per-epoch), a lower --lr, or a larger "
-        "image size (plc prepare --size ...); --allow-weak-teacher goes on anyway."
+        "image size (the --size given to prepare); --allow-weak-teacher goes on anyway."
     )
     if not allow_weak:
         raise WeakModelError(message)

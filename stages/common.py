@@ -60,7 +60,7 @@ def init_sha256(path: Path | None) -> str | None:
     if not Path(path).is_file():
         raise FileNotFoundError(
             f"--init {path} does not exist; pass TransUNet's official R50+ViT-B_16.npz "
-            "(README: Pretrained teachers) or a state_dict / plc checkpoint of the same network."
+            "(README: Pretrained teachers) or a state_dict / plc-kd checkpoint of the same network."
         )
     from pipeline.checkpoint import file_sha256
 

@@ -72,7 +72,7 @@ def _init() -> Path | None:
     return option(
         None,
         help="Initial weights: TransUNet's official R50+ViT-B_16.npz (ImageNet-21k; "
-        "--model transunet) or a state_dict / plc checkpoint of the same network. "
+        "--model transunet) or a state_dict / plc-kd checkpoint of the same network. "
         "Default: random.",
         exists=True,
     )

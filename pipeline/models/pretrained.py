@@ -15,7 +15,7 @@ Two formats are read, recognised by content (not by the file name):
   eps 1e-5) and GroupNorm layers as the official one, so the kernels mean the same thing; only
   the parameter-free stem max-pool pads differently (see `pipeline.models.resnet`). The key
   map lives in `pipeline.models.transunet_npz`.
-* **A torch state_dict** of this project's network, or a plc checkpoint (its ``state_dict``).
+* **A torch state_dict** of this project's network, or a plc-kd checkpoint (its ``state_dict``).
 
 Every missing, unexpected and mis-shaped key is listed in one `InitError`; nothing is copied
 into the model unless everything fits.
@@ -83,7 +83,7 @@ def load_init(model: nn.Module, path: str | Path) -> InitReport:
     if not path.is_file():
         raise FileNotFoundError(
             f"init file {path} does not exist; pass TransUNet's official R50+ViT-B_16.npz or a "
-            "state_dict (or plc checkpoint) of the same network."
+            "state_dict (or plc-kd checkpoint) of the same network."
         )
     current = model.state_dict()
     if _is_npz(path):
@@ -147,7 +147,7 @@ def _npz_state(model: nn.Module, path: Path) -> dict[str, Tensor]:
 
 
 def _torch_state(path: Path) -> tuple[InitFormat, dict[str, Tensor]]:
-    """The state_dict of a plc checkpoint or a plain state_dict file."""
+    """The state_dict of a plc-kd checkpoint or a plain state_dict file."""
     from pipeline.checkpoint import FORMAT, load_checkpoint
 
     try:
@@ -167,7 +167,7 @@ def _torch_state(path: Path) -> tuple[InitFormat, dict[str, Tensor]]:
         return "state-dict", dict(obj)
     raise InitError(
         f"init file {path} holds a {type(obj).__name__} that is not a state_dict (a dict of "
-        "name → tensor) nor a plc checkpoint; save one with torch.save(model.state_dict(), path)."
+        "name → tensor) nor a plc-kd checkpoint; save one with torch.save(model.state_dict(), path)."
     )
 
 

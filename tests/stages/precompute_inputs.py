@@ -102,7 +102,7 @@ def content_digest(path: Path, variants: tuple[str, ...] | None = None) -> dict[
     return out
 
 
-# `python -c` body: plc with each shard write slowed by 0.5 s, so that a test can kill the
+# `python -c` body: `plc`, with each shard write slowed by 0.5 s, so that a test can kill the
 # process between two shards (the writes themselves are the real ones).
 SLOW_PLC = """
 import sys, time

@@ -160,7 +160,7 @@ def test_params_file_problems_are_listed_once(tmp_path: Path) -> None:
     app = _toy_app([])
     bad = CliRunner().invoke(app, ["toy", "--name", "n", "--params", f"{params}:toy"])
     assert bad.exit_code == 1 and "Traceback" not in bad.output
-    toy = "toy"  # (a literal "plc toy" would read as a dangling command to check_cli_refs)
+    toy = "toy"  # (spelled apart: check_cli_refs reads the literal as a command)
     assert f"{params}:toy.variants is not an option of plc {toy}" in bad.output
     values = CliRunner().invoke(app, ["toy", "--name", "n", "--params", f"{params}:nope"])
     assert f"{params} has no section 'nope'" in values.output and values.exit_code == 1

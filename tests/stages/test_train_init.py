@@ -1,4 +1,4 @@
-"""`--init` through the CLI: the official npz lands in the teacher, a plc checkpoint starts an
+"""`--init` through the CLI: the official npz lands in the teacher, a plc-kd checkpoint starts an
 assistant, the init file's SHA-256 reaches the checkpoint and the label store's provenance, a
 changed init file retrains, and a bad one is one message with exit code 1."""
 

@@ -1,5 +1,5 @@
 """--init loading: the official TransUNet npz mapped key by key, the position-embedding resize,
-one error listing every problem, and the state_dict / plc checkpoint path."""
+one error listing every problem, and the state_dict / plc-kd checkpoint path."""
 
 from __future__ import annotations
 
