@@ -130,3 +130,18 @@ def test_a_teacher_that_cannot_train_stops_the_stage(tiny_store: Path, tmp_path:
     assert metrics["train_check"]["passed"] is False
     curve = out.with_suffix(".curve.csv").read_text().splitlines()
     assert curve[0].split(",") == ["epoch", "loss", "lr", "val_dice"] and len(curve) == 2
+
+
+def test_fig_only_assistant_keeps_only_the_one_class_rule(tmp_path) -> None:
+    """TA_f trained on FIG images alone never sees a real image: no Dice floor on real images;
+    with real images mixed in, and for TA_b, the floor holds."""
+    from stages.checks import TRAIN_DICE_FLOOR
+    from stages.configs import AssistantConfig
+    from stages.train_assistant import _dice_floor
+
+    def floor(kind: str, real: float) -> float:
+        return _dice_floor(AssistantConfig(dataset="d", kind=kind, fig_real_fraction=real))
+
+    assert floor("false-pixel", 0.0) == 0.0
+    assert floor("false-pixel", 0.5) == TRAIN_DICE_FLOOR
+    assert floor("boundary", 0.0) == TRAIN_DICE_FLOOR
