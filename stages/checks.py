@@ -3,8 +3,9 @@
 After training, a teacher, assistant or student is run (eval mode, no augmentation) over
 the split it trained on. It fails when
 
-- its mean per-image Dice there is below ``TRAIN_DICE_FLOOR`` (0.25; not for TA_f trained on
-  FIG images only, which never sees a real image: see ``train_assistant._dice_floor``), or
+- its mean per-image Dice there is below ``TRAIN_DICE_FLOOR`` (0.25; not for an assistant
+  trained on transformed images only, which never saw a real one: see
+  ``train_assistant._dice_floor``), or
 - it predicts one class at every pixel of every image (e.g. background everywhere),
 
 because a network that cannot segment its own training images gives soft labels (or test
