@@ -61,14 +61,15 @@ def _sharpen(
     net.head.bias.copy_(torch.tensor([gain * shift / 2, -gain * shift / 2]))
 
 
-def plc(*args: str) -> str:
+def plc(*args: object) -> str:
     """Run ``plc ARGS`` in-process; fail with its output unless it exits 0."""
     from typer.testing import CliRunner
 
     from stages.cli import app
 
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, f"plc {' '.join(args)} failed:\n{result.output}"
+    words = [str(a) for a in args]
+    result = CliRunner().invoke(app, words)
+    assert result.exit_code == 0, f"plc {' '.join(words)} failed:\n{result.output}"
     return result.output
 
 

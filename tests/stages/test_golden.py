@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from precompute_inputs import plc
 from typer.testing import CliRunner
 
 from pipeline.variants import NAMES, NO_KD
@@ -24,11 +25,6 @@ CASCADE = tuple(v.name for v in TABLE if v.symbol)  # Y^I, Y^F, Y^B, Y^U
 EPOCH = "1700000000"
 runner = CliRunner()
 
-
-def plc(*args: str) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, f"plc {' '.join(map(str, args))} failed:\n{result.output}"
-    return result.output
 
 
 @pytest.fixture(scope="module")

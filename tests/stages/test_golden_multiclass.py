@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from precompute_inputs import plc
 from typer.testing import CliRunner
-
-from stages.cli import app
 
 pytestmark = pytest.mark.slow  # a whole chain of tiny networks on the CPU
 CLASSES = ["background", "lesion_a", "lesion_b"]
@@ -28,11 +27,6 @@ CASCADE = ("teacher", "teacher_fa", "teacher_fa_ba", "plc")
 STUDENTS = ("none", "teacher", "plc")
 runner = CliRunner()
 
-
-def plc(*args: object) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, f"plc {' '.join(map(str, args))} failed:\n{result.output}"
-    return result.output
 
 
 @pytest.fixture(scope="module")
