@@ -307,9 +307,12 @@ def pilot(study: Study) -> Path:
             dice = {}
             for role, model, section in (("teacher", cand["team"], "team"),
                                          ("student", cand["student"], "distill")):  # fmt: skip
-                out = study.root / "pilot" / cand["name"] / f"fold{fold}" / f"{role}.pt"
                 values = {k: v for k, v in study.p[section].items() if k in _TRAIN_KEYS}
-                values |= cand.get(f"{role}_options", {})  # per-candidate recipe changes
+                options = cand.get(f"{role}_options", {})  # per-candidate recipe changes
+                values |= options
+                # one network per (size, model, options): candidates that share a team share it
+                key = f"{cand['size']}px-{model}" + (f"-{cand['name']}" if options else "")
+                out = study.root / "pilot" / key / f"fold{fold}" / f"{role}.pt"
                 cfg = build(TeacherConfig, values, dataset=study.ds, data=data, fold=fold,
                             model=model, out=out, progress=False, allow_weak_teacher=True)  # fmt: skip
                 start = time.perf_counter()

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from stages.data import SplitData
+from stages.data import SplitData, StoreSplit
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class WeakModelError(ValueError):
 
 def check_training(
     model: nn.Module,
-    data: SplitData,
+    data: SplitData | StoreSplit,
     class_names: Sequence[str],
     role: str,
     *,
@@ -48,7 +48,8 @@ def check_training(
 
     Args:
         model: the trained network.
-        data: the images it was trained on (the train split, or its non-validation part).
+        data: the images it was trained on (the train split, or its non-validation part): a
+            ``SplitData`` or a ``StoreSplit`` (read batch by batch).
         class_names: the store's class names, background first (K of them).
         role: what the network is, for the message ("teacher (unet-tiny)").
         batch_size: inference batch size.
@@ -63,13 +64,18 @@ def check_training(
         WeakModelError: the check failed and ``allow_weak`` is False.
     """
     from pipeline.metrics import dice_iou, mean_std
-    from stages.evaluate import predict
+    from stages.data import epoch_batches
 
-    preds = predict(model.to(device), data, batch_size, device)  # (N, H, W)
-    dice, _ = dice_iou(preds, data.masks, len(class_names))
-    train_dice = mean_std(dice)[0]
-    present = torch.unique(preds).tolist()
-    names = [class_names[c] for c in present]
+    model.to(device).eval()
+    dice, present = [], set()
+    with torch.inference_mode():  # batch by batch: a split streamed from the store stays there
+        for idx in epoch_batches(len(data), batch_size, 0, 0, shuffle=False):
+            images, masks = data.batch(idx, device)
+            pred = model(images).argmax(1)
+            dice.append(dice_iou(pred, masks, len(class_names))[0].cpu())
+            present.update(torch.unique(pred).tolist())
+    train_dice = mean_std(torch.cat(dice))[0]
+    names = [class_names[c] for c in sorted(present)]
     result = {"train_dice": train_dice, "predicted_classes": names, "passed": True}
     problem = _problem(train_dice, names, len(data), floor)
     if problem is None:

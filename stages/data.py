@@ -49,9 +49,14 @@ class StoreSplit:
     ``masks`` tensors), for evaluation passes whose memory must not grow with the split.
     """
 
-    def __init__(self, store: DatasetStore, split: str) -> None:
+    def __init__(
+        self, store: DatasetStore, split: str, positions: np.ndarray | None = None
+    ) -> None:
+        """``positions``: only these positions within the split (e.g. its validation part)."""
         self.store = store
         self.indices = store.indices(split)
+        if positions is not None:
+            self.indices = self.indices[np.asarray(positions, dtype=np.int64)]
         if len(self.indices) == 0:
             raise ValueError(f"dataset store {store.path} has no images in split '{split}'.")
         ids = store.ids()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.variants import NO_KD
-from stages.common import checkpoint_is_current, config_dict, stable_history
+from stages.common import checkpoint_is_current, config_dict, stable_history, write_curve
 from stages.configs import DistillConfig
 from stages.data import (
     StoreSplit,
@@ -25,8 +24,32 @@ from stages.data import (
 logger = logging.getLogger(__name__)
 
 
-def _plan(cfg: DistillConfig, store, train_idx: np.ndarray):
-    """epoch -> index batches (positions in the train split), seeded by ``cfg.seed`` only."""
+def _val_split(cfg: DistillConfig, store) -> tuple[np.ndarray, np.ndarray | None]:
+    """(train, val) positions in the train split: ``--val-fraction`` held out for the curve.
+
+    The held-out images are the teacher's (``pipeline.sampling.validation_indices``: they
+    depend on the split's size only); ``--val-fraction 0`` trains on every image (val None).
+    """
+    n = len(store.indices("train"))
+    if cfg.val_fraction == 0:
+        return np.arange(n), None
+    from pipeline.sampling import validation_indices
+
+    val = validation_indices(n, cfg.val_fraction)
+    return np.setdiff1d(np.arange(n), val), val
+
+
+def _plan(cfg: DistillConfig, store, keep: np.ndarray):
+    """epoch -> index batches (positions in the train split, drawn from ``keep``), seeded by
+    ``cfg.seed`` only; with every position kept, the batches index the split directly."""
+    plan = _draws(cfg, store, store.indices("train")[keep])
+    if len(keep) == len(store.indices("train")):
+        return plan
+    return lambda epoch: [keep[b] for b in plan(epoch)]
+
+
+def _draws(cfg: DistillConfig, store, train_idx: np.ndarray):
+    """epoch -> batches of positions in ``train_idx``."""
     n = len(train_idx)
     if cfg.steps_per_epoch == 0:  # one shuffled pass over the split per epoch
 
@@ -46,7 +69,7 @@ def _plan(cfg: DistillConfig, store, train_idx: np.ndarray):
     return steps
 
 
-def _stream(cfg: DistillConfig, store, label_store, device: torch.device, live=None):
+def _stream(cfg: DistillConfig, store, label_store, keep, device: torch.device, live=None):
     """The student's batches: a DataLoader over the stores, decoded and augmented on ``device``."""
     from pipeline.augment import AugmentConfig
     from stages.loader import StoreSource, StudentStream, make_loader
@@ -64,7 +87,7 @@ def _stream(cfg: DistillConfig, store, label_store, device: torch.device, live=N
     )
     loader = make_loader(
         source,
-        _plan(cfg, store, train_idx),
+        _plan(cfg, store, keep),
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
     )
@@ -93,7 +116,8 @@ def run(cfg: DistillConfig) -> Path:
     from pipeline.checkpoint import save_checkpoint
     from pipeline.models.registry import build_model, check_input_size
     from pipeline.train import fit, resolve_device, seed_everything
-    from stages.common import make_train_config
+    from stages.checks import check_training
+    from stages.common import make_train_config, val_dice
     from stages.evaluate import evaluate_model, write_metrics
 
     out = Path(cfg.out)
@@ -107,21 +131,35 @@ def run(cfg: DistillConfig) -> Path:
     height, width = store.size
     check_input_size(cfg.student, height, width)
     device = resolve_device(cfg.device)
+    keep, val = _val_split(cfg, store)
     live = _live_labels(cfg, store, label_store, device) if cfg.live else None
-    stream = _stream(cfg, store, label_store, device, live)
+    stream = _stream(cfg, store, label_store, keep, device, live)
     seed_everything(cfg.seed)
     n_classes = len(store.classes)
     model = build_model(cfg.student, num_classes=n_classes, img_size=height).to(device)
-    pairing = _pairing(cfg, store, model)
+    pairing = _pairing(cfg, store, model, keep)
+    evaluate = None
+    if val is not None:  # val Dice per epoch on held-out train images (never the test split)
+        evaluate = val_dice(StoreSplit(store, "train", val), n_classes, cfg.batch_size, device)
     history = fit(
         model,
         stream,
         _step(cfg),
         make_train_config(cfg),
         steps_per_epoch=len(stream),
+        evaluate=evaluate,
         desc=f"student ({cfg.variant})",
     )
     stream.close()  # the loader's workers end here, before evaluation
+    check = check_training(
+        model,
+        StoreSplit(store, "train", keep),
+        store.classes,
+        f"student {cfg.student} ({cfg.variant}, seed {cfg.seed})",
+        batch_size=cfg.batch_size,
+        device=device,
+        allow_weak=cfg.allow_weak_teacher,
+    )
     out.mkdir(parents=True, exist_ok=True)
     meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
     save_checkpoint(
@@ -131,32 +169,30 @@ def run(cfg: DistillConfig) -> Path:
         num_classes=n_classes,
         img_size=height,
         config=meta,
-        extra={"history": stable_history(history), "role": "student"},
+        extra={"history": stable_history(history), "role": "student", "train_check": check},
     )
-    _write_curve(history, out / "curve.csv")
+    write_curve(history, out / "curve.csv")
     metrics = evaluate_model(
         model.to(device), StoreSplit(store, "test"), n_classes, cfg.batch_size, device, True
     )
-    extra = {"config": config_dict(cfg), "dataset": store.name, "split": "test", **pairing}
+    extra = {
+        "config": config_dict(cfg),
+        "dataset": store.name,
+        "split": "test",
+        "train_check": check,
+        **pairing,
+    }
     logger.info("student %s: test Dice %.4f IoU %.4f", out, metrics["dice"], metrics["iou"])
     return write_metrics(metrics, out / "metrics.json", extra)
 
 
-def _pairing(cfg: DistillConfig, store, model: nn.Module) -> dict[str, str]:
+def _pairing(cfg: DistillConfig, store, model: nn.Module, keep: np.ndarray) -> dict[str, str]:
     """Digests of the initial weights and the batch plan (the paired design, checked by
     ``plc report``): equal for every variant of one (fold, seed)."""
     from stages.pairing import plan_sha256, weights_sha256
 
-    plan = _plan(cfg, store, store.indices("train"))
+    plan = _plan(cfg, store, keep)
     return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
-
-
-def _write_curve(history: list[dict[str, float]], path: Path) -> None:
-    keys = sorted({k for row in history for k in row})
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def _live_labels(cfg: DistillConfig, store, label_store, device: torch.device):

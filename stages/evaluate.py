@@ -18,18 +18,6 @@ logger = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def predict(
-    model: nn.Module, data: SplitData, batch_size: int, device: torch.device
-) -> torch.Tensor:
-    """Argmax predictions (N, H, W) int64 of ``model`` over ``data``, on the CPU."""
-    model.eval()
-    preds = []
-    for idx in epoch_batches(len(data), batch_size, 0, 0, shuffle=False):
-        images, _ = data.batch(idx, device)
-        preds.append(model(images).argmax(1).cpu())
-    return torch.cat(preds)
-
-
 def evaluate_model(
     model: nn.Module,
     data: SplitData,

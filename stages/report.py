@@ -206,6 +206,24 @@ def _weak_members(alone: list[Run], labels: Path | None) -> list[str]:
     return ["", "Team members that do not beat the student alone:", "", *lines] if lines else []
 
 
+def _weak_students(runs: list[Run]) -> list[str]:
+    """The student runs that failed their training check (kept with --allow-weak-teacher)."""
+    lines = []
+    for r in runs:
+        metrics = json.loads((Path(r.path) / "metrics.json").read_text()) if r.path else {}
+        check = metrics.get("train_check") or {}
+        if check and not check.get("passed", True):
+            fold = "" if r.fold is None else f"fold {r.fold}, "
+            lines.append(
+                f"- {r.variant} ({fold}seed {r.seed}): train-split Dice "
+                f"{100 * check['train_dice']:.2f}, predicted {', '.join(check['predicted_classes'])}."
+            )
+    if not lines:
+        return []
+    head = "Student runs that failed the training check (kept with --allow-weak-teacher):"
+    return ["", head, "", *lines]
+
+
 # --------------------------------------------------------------------------- the report
 
 
@@ -255,6 +273,7 @@ def run(cfg: ReportConfig) -> Path:
         "",
         *gap_lines(teachers, groups.get(NO_KD, []), cfg.bootstrap),
         *_weak_members(groups.get(NO_KD, []), cfg.labels),
+        *_weak_students(runs),
         "",
         "## Results",
         "",

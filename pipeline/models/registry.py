@@ -92,6 +92,9 @@ MODELS: dict[str, ModelSpec] = {
     "unet": ModelSpec("unet", "any", _unet(64), "classic UNet, base 64 (paper's student)", 16),
     "unet-small": ModelSpec("unet-small", "student", _unet(16), "UNet, base 16, ≈1.9 M", 16),
     "unet-tiny": ModelSpec("unet-tiny", "student", _unet(8), "UNet, base 8, ≈0.49 M", 16),
+    # a student clearly below unet-small/unet-tiny by capacity, so a CPU-sized study has a
+    # teacher–student gap to transfer (issue 10's pilot)
+    "unet-micro": ModelSpec("unet-micro", "student", _unet(4), "UNet, base 4, ≈0.12 M", 16),
     "wide-unet": ModelSpec(
         "wide-unet", "teacher", _unet(96), "UNet, base 96, ≈69.8 M (teacher alternative)", 16
     ),

@@ -31,7 +31,7 @@ class UNetConfig:
 
     Attributes:
         num_classes: output classes K (>= 2, background included).
-        base: channels of the first level (64 classic, 16 small, 8 tiny, 96 wide).
+        base: channels of the first level (64 classic, 16 small, 8 tiny, 4 micro, 96 wide).
     """
 
     num_classes: int = 2

@@ -289,3 +289,16 @@ def test_report_label_section_from_a_folder_of_stores(label_store: Path, tmp_pat
     assert "## Label quality on the train split (1 label store(s))" in text
     assert "| T + TA_f + TA_b + SC (PLC-KD) | 0.000 | 0/" in text
     assert "| T + SC | lesion |" in text and (tmp_path / "r_sc_hist.png").exists()
+
+
+def test_students_that_failed_their_training_check_are_named(tmp_path: Path) -> None:
+    runs, models = _toy(tmp_path, teacher_dice=0.80)
+    metrics_path = runs / "fold1" / "plc-l1.0-t1.0-s0" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["train_check"] = {"train_dice": 0.1234, "predicted_classes": ["background"],
+                              "passed": False}  # fmt: skip
+    metrics_path.write_text(json.dumps(metrics))
+    text = _report(runs, models, tmp_path / "r.md")
+    assert "Student runs that failed the training check (kept with --allow-weak-teacher):" in text
+    assert "- plc (fold 1, seed 0): train-split Dice 12.34, predicted background." in text
+    assert text.count("failed the training check") == 1  # the passing runs are not listed

@@ -14,8 +14,8 @@ from pipeline.models import (
     describe_models,
 )
 
-NAMES = ["transunet", "transunet-tiny", "unet", "unet-small", "unet-tiny", "wide-unet"]
-TINY = ["transunet-tiny", "unet-tiny", "unet-small"]
+NAMES = ["transunet", "transunet-tiny", "unet", "unet-small", "unet-tiny", "unet-micro", "wide-unet"]
+TINY = ["transunet-tiny", "unet-tiny", "unet-micro", "unet-small"]
 
 
 def test_registry_is_the_literal_set_of_names() -> None:
@@ -52,6 +52,7 @@ def test_tiny_models_follow_the_network_contract(name: str, num_classes: int) ->
         ("unet", 31_037_698),
         ("unet-small", 1_942_594),
         ("unet-tiny", 486_562),
+        ("unet-micro", 122_098),
         ("wide-unet", 69_823_874),
     ],
 )
