@@ -175,7 +175,9 @@ class Study:
         import multiprocessing as mp
 
         start = time.perf_counter()
-        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+        threads = max(1, (os.cpu_count() or 1) // n)  # n students share the cores
+        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_threads,
+                                 initargs=(threads,)) as pool:  # fmt: skip
             for job, seconds in zip(jobs, pool.map(_timed_distill, configs), strict=True):
                 self.log({"stage": "distill", "label": job.name(), "seconds": seconds,
                           "computed": True, "concurrent": n})  # fmt: skip
@@ -258,6 +260,12 @@ class Study:
         return lines
 
 
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def _distill(cfg: Any) -> Path:
     from stages import distill
 
@@ -311,7 +319,9 @@ def pilot(study: Study) -> Path:
                 options = cand.get(f"{role}_options", {})  # per-candidate recipe changes
                 values |= options
                 # one network per (size, model, options): candidates that share a team share it
-                key = f"{cand['size']}px-{model}" + (f"-{cand['name']}" if options else "")
+                key = "-".join(
+                    [f"{cand['size']}px", model, *(f"{k}{v}" for k, v in sorted(options.items()))]
+                )
                 out = study.root / "pilot" / key / f"fold{fold}" / f"{role}.pt"
                 cfg = build(TeacherConfig, values, dataset=study.ds, data=data, fold=fold,
                             model=model, out=out, progress=False, allow_weak_teacher=True)  # fmt: skip
@@ -359,11 +369,23 @@ def main(argv: list[str] | None = None) -> int:
         help="prepare: the dataset store only; team: data, teams and label stores of every "
         "fold; students: the students and the report (expects the teams).",
     )  # fmt: skip
+    parser.add_argument(
+        "--folds", type=int, nargs="+",
+        help="Only these folds of the matrix (e.g. two processes on disjoint folds share a "
+        "2-core machine; run `--part prepare` first). The report covers every run present.",
+    )  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="Default studies/<name>.")
     parser.add_argument("--report", type=Path, help="Default reports/<name>.md.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params, args.dry_run)
+    if args.folds:
+        unknown = sorted(set(args.folds) - set(params["matrix"]["folds"]))
+        if unknown:
+            parser.error(
+                f"--folds {unknown} are not folds of the matrix {params['matrix']['folds']}"
+            )
+        params["matrix"]["folds"] = args.folds
     study = Study(copy.deepcopy(params), args.workdir, args.report)
     out = pilot(study) if args.pilot else study.run(args.part)
     print(out)

@@ -198,3 +198,23 @@ def test_dvc_params_sections_are_options_of_their_commands() -> None:
         for cmd, section in pairs:
             unknown = set(params[section]) - set(_field_by_key(by_command[cmd]))
             assert not unknown, f"{name}:{section} keys {unknown} are no options of plc {cmd}"
+
+
+def test_dvc_val_dice_plots_have_a_val_fraction() -> None:
+    """A stage that plots val_dice gets a val_fraction > 0 from its params (else no column)."""
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    plotted = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for plot in body.get("plots", []):
+            (props,) = plot.values()
+            if props.get("y") == "val_dice":
+                plotted.append((name, body["params"]))
+    assert {name for name, _ in plotted} == {"train_teacher", "train_assistant", "distill"}
+    for file in ("params.yaml", "params-polyp.yaml"):
+        params = yaml.safe_load((ROOT / file).read_text())
+        for name, sections in plotted:
+            fractions = [params[s].get("val_fraction", 0) for s in sections]
+            assert max(fractions) > 0, f"{file}: stage {name} plots val_dice with val_fraction 0"
