@@ -328,7 +328,8 @@ def pilot(study: Study) -> Path:
                 start = time.perf_counter()
                 study.timed(f"pilot {role}", cand["name"], out, train_teacher.run, cfg)
                 metrics = json.loads(out.with_suffix(".metrics.json").read_text())
-                dice[role] = (metrics["dice"], time.perf_counter() - start)
+                steps = cfg.epochs * cfg.steps_per_epoch
+                dice[role] = (metrics["dice"], time.perf_counter() - start, steps)
             rows.append((cand, fold, dice))
     return _pilot_report(study, rows)
 
@@ -345,14 +346,16 @@ def _pilot_report(study: Study, rows: list) -> Path:
         f"{machine()}, {time.strftime('%Y-%m-%d')}. Both networks trained with `plc "
         "train-teacher` (L_Seg, the same recipe); a setting is usable when the gap is >= 3.",
         "",
-        "| Candidate | size | team | student | fold | team Dice | student Dice | gap | wall (s) |",
+        "| Candidate | size | team (steps) | student (steps) | fold | team Dice | student Dice "
+        "| gap | wall (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for cand, fold, d in rows:
-        (t, ts), (s, ss) = d["teacher"], d["student"]
+        (t, ts, tn), (s, ss, sn) = d["teacher"], d["student"]
         lines.append(
-            f"| {cand['name']} | {cand['size']} | {cand['team']} | {cand['student']} | {fold} "
-            f"| {100 * t:.2f} | {100 * s:.2f} | {100 * (t - s):+.2f} | {ts + ss:.0f} |"
+            f"| {cand['name']} | {cand['size']} | {cand['team']} ({tn}) | {cand['student']} "
+            f"({sn}) | {fold} | {100 * t:.2f} | {100 * s:.2f} | {100 * (t - s):+.2f} "
+            f"| {ts + ss:.0f} |"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
