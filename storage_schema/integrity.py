@@ -8,12 +8,14 @@ evaluate, inspect, any DataLoader worker) and by ``plc verify``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.core.sync import sync
 
 from storage_schema.errors import StoreError
 from storage_schema.location import Pin
@@ -99,14 +101,23 @@ def read_runs(arr: zarr.Array, index: np.ndarray) -> np.ndarray:
 
     zarr 3.1's orthogonal selection on a sharded array is ~10x slower than slices of the
     same chunks (measured at 224², 32 random images of 128: 17 vs 184 img/s for RGB images,
-    44 vs 211 for label codes; `benchmarks/bench_checksums.py`).
+    44 vs 211 for label codes; `benchmarks/bench_checksums.py`). The slices are read
+    concurrently on zarr's event loop (one ``sync`` call per batch, not one per run: about
+    1.35x the img/s of sequential slices for random batches of 16 at 224², BENCHMARKS.md §7;
+    over HTTP the range requests overlap).
     """
     out = np.empty((len(index), *arr.shape[1:]), dtype=arr.dtype)
     order = np.argsort(index, kind="stable")
     ordered = index[order]
     breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
-    for run in np.split(np.arange(len(ordered)), breaks):
-        out[order[run]] = arr[int(ordered[run[0]]) : int(ordered[run[-1]]) + 1]
+    runs = np.split(np.arange(len(ordered)), breaks)
+    bounds = [(int(ordered[r[0]]), int(ordered[r[-1]]) + 1) for r in runs]
+
+    async def gather() -> list[Any]:
+        return await asyncio.gather(*(arr.async_array.getitem(slice(a, b)) for a, b in bounds))
+
+    for run, part in zip(runs, sync(gather()), strict=True):
+        out[order[run]] = np.asarray(part)
     return out
 
 
