@@ -119,5 +119,7 @@ def test_pilot_tables_the_gap_per_candidate(tmp_path: Path) -> None:
     cells = [c.strip() for c in row.strip("|").split("|")]
     team, student, gap = float(cells[5]), float(cells[6]), float(cells[7])
     assert gap == pytest.approx(team - student, abs=0.011)
-    teacher = json.loads((tmp_path / "work/pilot/32px-transunet-tiny/fold0/teacher.metrics.json").read_text())
+    teacher = json.loads(
+        (tmp_path / "work/pilot/32px-transunet-tiny/fold0/teacher.metrics.json").read_text()
+    )
     assert team == pytest.approx(100 * teacher["dice"], abs=0.006)

@@ -189,7 +189,8 @@ def test_other_refusals(tmp_path: Path) -> None:
         store.read_codes("plc", np.array([N]))
     zarr.open_group(path, mode="r+").attrs["schema_version"] = 0
     with pytest.raises(
-        StoreError, match=r"has schema version 0 but this code reads version 2 \(version 2 added crc32c checksums\); rerun"
+        StoreError,
+        match=r"has schema version 0 but this code reads version 2 \(version 2 added crc32c checksums\); rerun",
     ):
         open_label_store(path)
     with pytest.raises(StoreError, match=r"label store .*missing.zarr does not exist"):
