@@ -26,6 +26,11 @@ def test_old_new_and_leave_one_out_recipes() -> None:
     assert sum(no_ema[k] != new[k] for k in new) == 1
     with pytest.raises(SystemExit, match="unknown recipe 'new-no-magic'"):
         recipe.recipe("new-no-magic")
+    adopted = recipe.recipe("new-no-fg")
+    no_clip = recipe.recipe("new-no-fg-no-clip")  # the adopted recipe, clipping left out
+    assert no_clip == adopted | {"grad_clip": None} and adopted["foreground_fraction"] == 0.0
+    with pytest.raises(SystemExit, match="unknown recipe 'new-no-fg-no-ema-no-clip'"):
+        recipe.recipe("new-no-fg-no-ema-no-clip")
 
 
 def test_table_mean_std_over_seeds() -> None:
