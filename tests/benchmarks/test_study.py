@@ -93,7 +93,7 @@ class _PlanOnly:
 def test_dry_run_section_overrides_only_its_keys() -> None:
     full = study.load_params(ROOT / "params-study.yaml")
     dry = study.load_params(ROOT / "params-study.yaml", dry_run=True)
-    assert full["prepare"]["size"] == 96 and dry["prepare"]["size"] == 32
+    assert full["prepare"]["size"] == 64 and dry["prepare"]["size"] == 32
     assert dry["team"]["lr"] == full["team"]["lr"]  # kept
     assert dry["name"] == "study-dry-run"
 
