@@ -69,7 +69,7 @@ def build_modes(args: argparse.Namespace, fixture: Fixture, labels: Path) -> dic
     """mode -> (DistillConfig, its StudentStream, the train split in memory)."""
     from pipeline.train import resolve_device
     from stages.data import load_split, open_store
-    from stages.distill import _stream
+    from stages.distill import _stream, _val_split
     from stages.live import LiveLabels
     from storage_schema import open_label_store
 
@@ -80,10 +80,11 @@ def build_modes(args: argparse.Namespace, fixture: Fixture, labels: Path) -> dic
     kd = distill_config(args, labels, args.variant)
     plain = distill_config(args, labels, "none")
     live = LiveLabels(label_store, args.variant, train, device)
+    keep, _ = _val_split(kd, store)  # every train image (the configs hold out none)
     return {
-        MODES[0]: (plain, _stream(plain, store, label_store, device), train),
-        MODES[1]: (kd, _stream(kd, store, label_store, device), train),
-        MODES[2]: (kd, _stream(kd, store, label_store, device, live), train),
+        MODES[0]: (plain, _stream(plain, store, label_store, keep, device), train),
+        MODES[1]: (kd, _stream(kd, store, label_store, keep, device), train),
+        MODES[2]: (kd, _stream(kd, store, label_store, keep, device, live), train),
     }
 
 

@@ -150,7 +150,8 @@ sys.path.insert(0, {root!r})
 from stages.distill import DistillConfig, run
 run(DistillConfig(labels=Path({labels!r}), data=Path({data!r}), out=Path({out!r}),
     variant={variant!r}, student={student!r}, epochs=1, batch_size={batch},
-    steps_per_epoch={steps}, progress=False, device="cpu", num_workers={workers}))
+    steps_per_epoch={steps}, progress=False, device="cpu", num_workers={workers},
+    allow_weak_teacher=True))  # a few steps: memory is measured, not the student
 self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({{"self_kb": self_kb, "workers_kb": child_kb}}))
