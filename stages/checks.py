@@ -33,6 +33,15 @@ class WeakModelError(ValueError):
     """A trained network failed the training check (a user error: exit 1, one message)."""
 
 
+def saw_real_images(kind: str | None, fig_real_fraction: float = 0.0) -> bool:
+    """Whether a network trained on real images: not an assistant trained on transformed
+    images only (TA_b always; TA_f with ``--fig-real-fraction 0``, the paper's setting).
+    ``kind`` is the assistant's ``--kind`` (None for a teacher or a student)."""
+    if kind is None:
+        return True
+    return kind == "false-pixel" and fig_real_fraction > 0.0
+
+
 def check_training(
     model: nn.Module,
     data: SplitData | StoreSplit,

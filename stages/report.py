@@ -141,8 +141,9 @@ def weak_team(runs: list[dict], teacher: dict | None, labels: Path | None) -> li
     The teacher is compared on the test split (its metrics file vs the student alone's
     mean); with a label store, each member's train-split Dice from its training check
     (the checkpoints named in the store's provenance) is compared with the student alone's
-    train-split Dice when its runs recorded one, and a member kept with
-    ``--allow-weak-teacher`` after failing the check is named.
+    train-split Dice when its runs recorded one (not an assistant trained on FIG/BT images
+    only: it never saw a real image, and its effect is the label-quality table), and a member
+    kept with ``--allow-weak-teacher`` after failing the check is named.
     """
     alone = [r for r in runs if r["config"]["variant"] == NO_KD]
     lines = []
@@ -162,6 +163,8 @@ def weak_team(runs: list[dict], teacher: dict | None, labels: Path | None) -> li
                 f"- {role} failed the training check (train-split Dice {100 * dice:.2f}) "
                 "and was kept with --allow-weak-teacher."
             )
+        elif not check.get("real_images", True):
+            continue  # trained on FIG/BT images only: its real-image Dice is not its job
         elif dice <= train_ref:
             lines.append(
                 f"- {role} does not beat the student alone on the train split "
@@ -171,10 +174,12 @@ def weak_team(runs: list[dict], teacher: dict | None, labels: Path | None) -> li
 
 
 def _member_checks(labels: Path | None) -> dict[str, dict]:
-    """role -> the training check each team checkpoint recorded (none for older ones)."""
+    """role -> the training check each team checkpoint recorded (none for older ones), with
+    ``real_images``: False for an assistant trained on FIG/BT images only."""
     if labels is None:
         return {}
     from pipeline.checkpoint import load_checkpoint
+    from stages.checks import saw_real_images
     from stages.report_labels import label_stores
     from storage_schema import open_label_store
 
@@ -185,11 +190,14 @@ def _member_checks(labels: Path | None) -> dict[str, dict]:
         fold = "" if provenance.get("fold") is None else f" (fold {provenance['fold']})"
         for role, net in provenance.get("networks", {}).items():
             try:
-                check = load_checkpoint(net["path"]).get("extra", {}).get("train_check")
+                meta = load_checkpoint(net["path"])
             except (FileNotFoundError, ValueError):
                 continue  # the checkpoint moved or was replaced: nothing to say about it
+            check = meta.get("extra", {}).get("train_check")
             if check:
-                out[names.get(role, role) + fold] = check
+                stage = meta.get("config", {}).get("stage", {})
+                real = saw_real_images(stage.get("kind"), float(stage.get("fig_real_fraction", 0)))
+                out[names.get(role, role) + fold] = check | {"real_images": real}
     return out
 
 

@@ -219,7 +219,6 @@ def _dice_floor(cfg: AssistantConfig) -> float:
     the cascade's false-pixel counts show (label-quality table of ``plc report``), so only the
     one-class rule applies to it; a TA_f that also saw real images keeps the floor.
     """
-    from stages.checks import TRAIN_DICE_FLOOR
+    from stages.checks import TRAIN_DICE_FLOOR, saw_real_images
 
-    saw_real = cfg.kind == "false-pixel" and cfg.fig_real_fraction > 0.0
-    return TRAIN_DICE_FLOOR if saw_real else 0.0
+    return TRAIN_DICE_FLOOR if saw_real_images(cfg.kind, cfg.fig_real_fraction) else 0.0

@@ -240,6 +240,8 @@ def test_members_compared_on_the_train_split_and_failed_checks(
         "Teacher T": {"train_dice": 0.90, "passed": True},
         "TA_f": {"train_dice": 0.70, "passed": True},
         "TA_b": {"train_dice": 0.10, "passed": False},
+        # trained on FIG images only: its Dice on real images is not compared
+        "TA_f (fold 1)": {"train_dice": 0.04, "passed": True, "real_images": False},
     }
     monkeypatch.setattr(report, "_member_checks", lambda labels: checks)
     runs = [_run("none", 0, 0.5, train_dice=0.75), _run("none", 1, 0.5, train_dice=0.85)]
