@@ -53,6 +53,7 @@ class Run:
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)
     val_dice: list[float] = field(default_factory=list)
     path: str = ""
+    train_check: dict = field(default_factory=dict)  # distill's training check (if recorded)
 
     @property
     def key(self) -> tuple:
@@ -95,7 +96,7 @@ def load_runs(runs: Path) -> list[Run]:
             Run(cfg["variant"], cfg.get("fold"), int(cfg["seed"]),
                 cfg | _digests(m) | {"dataset": m.get("dataset", "?")},
                 _scores(m), _per_image(p.with_name("metrics_per_image.csv")),
-                _val_dice(p.with_name("curve.csv")), str(p.parent))
+                _val_dice(p.with_name("curve.csv")), str(p.parent), m.get("train_check") or {})
         )  # fmt: skip
     return out
 
@@ -205,10 +206,9 @@ def _weak_members(alone: list[Run], labels: Path | None) -> list[str]:
     """weak_team's lines for the assistants and failed checks (gap_lines covers T's test gap)."""
     rows = []
     for r in alone:
-        metrics = json.loads((Path(r.path) / "metrics.json").read_text()) if r.path else {}
         row = {"config": {"variant": r.variant}, "dice": r.scores.get("dice", math.nan)}
-        if "train_check" in metrics:
-            row["train_check"] = metrics["train_check"]
+        if r.train_check:
+            row["train_check"] = r.train_check
         rows.append(row)
     lines = weak_team(rows, None, labels)
     return ["", "Team members that do not beat the student alone:", "", *lines] if lines else []
@@ -218,8 +218,7 @@ def _weak_students(runs: list[Run]) -> list[str]:
     """The student runs that failed their training check (kept with --allow-weak-teacher)."""
     lines = []
     for r in runs:
-        metrics = json.loads((Path(r.path) / "metrics.json").read_text()) if r.path else {}
-        check = metrics.get("train_check") or {}
+        check = r.train_check
         if check and not check.get("passed", True):
             fold = "" if r.fold is None else f"fold {r.fold}, "
             lines.append(
