@@ -191,16 +191,20 @@ def cascade(
 def control_map(
     variant: Variant, gt: torch.Tensor, num_classes: int, smoothing: float, dtype: torch.dtype
 ) -> torch.Tensor:
-    """(B, C, H, W) soft label of a control row: one-hot GT or smoothed one-hot GT."""
-    if variant.source == "gt":
-        onehot = F.one_hot(gt, num_classes).to(dtype)  # (B, H, W, C)
-    elif variant.source == "gt_smooth":
-        onehot = smoothed_onehot(gt.flatten(), num_classes, smoothing, dtype).view(
-            *gt.shape, num_classes
-        )
-    else:
+    """(B, C, H, W) soft label of a control row: one-hot GT or smoothed one-hot GT.
+
+    The smoothed row holds ``1 - smoothing`` on the GT class and ``smoothing / (C - 1)``
+    elsewhere, the values of :func:`smoothed_onehot`, built in the (B, C, H, W) layout.
+    """
+    if variant.source not in ("gt", "gt_smooth"):
         raise ValueError(f"variant {variant.name!r} is not a control (source {variant.source!r}).")
-    return onehot.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+    classes = torch.arange(num_classes, device=gt.device).view(1, -1, 1, 1)
+    hit = gt.unsqueeze(1) == classes  # (B, C, H, W)
+    if variant.source == "gt":
+        return hit.to(dtype)
+    off = smoothing / (num_classes - 1) if num_classes > 1 else 0.0
+    on, off_t = (torch.tensor(v, dtype=dtype, device=gt.device) for v in (1.0 - smoothing, off))
+    return torch.where(hit, on, off_t)
 
 
 def finish(

@@ -128,9 +128,14 @@ def sample_correct_pixels(
     return sample_batch(probs[None], feats[None], gt[None], per_class, [generator])[0]
 
 
-def unit_features(feats: torch.Tensor) -> list[torch.Tensor]:
-    """Per image of (B, F, H, W): the (H*W, F) L2-normalised features (as the bank stores)."""
-    return [F.normalize(f.flatten(1).T.float(), dim=1) for f in feats]
+def unit_rows(feats: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(n, F) L2-normalised features of pixels ``idx`` (n,) of one image's (F, H, W) features.
+
+    Only the chosen pixels are normalised (a full image costs 100x more), gathered in the
+    (H*W, F)-transposed layout of a whole-image normalisation so that the values are the same
+    bits as that normalisation's rows.
+    """
+    return F.normalize(feats.flatten(1)[:, idx].T.float(), dim=1)
 
 
 def sample_batch(
@@ -140,7 +145,6 @@ def sample_batch(
     per_class: int,
     generators: Sequence[torch.Generator],
     right: torch.Tensor | None = None,
-    unit: Sequence[torch.Tensor] | None = None,
 ) -> list[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
     """:func:`sample_correct_pixels` for every image of a batch, inputs validated once.
 
@@ -151,14 +155,12 @@ def sample_batch(
         per_class: maximum number of pixels per class and image.
         generators: one per image (the sample of image b depends only on its generator).
         right: (B, H, W) bool ``argmax(probs) == gt`` when the caller has it already.
-        unit: :func:`unit_features` of ``feats`` when the caller has them already.
     """
     sizes = check_sc_inputs(probs, feats, gt, right)
     if len(generators) != sizes["B"]:
         raise ValueError(f"need one generator per image ({sizes['B']}), got {len(generators)}.")
     if right is None:
         right = class_argmax(probs, 1) == gt  # (B, H, W)
-    unit = unit_features(feats) if unit is None else unit
     out = []
     for b, generator in enumerate(generators):
         right_b, gt_b = right[b].flatten(), gt[b].flatten()  # (H*W,)
@@ -170,7 +172,7 @@ def sample_batch(
                 continue
             perm = torch.randperm(len(idx), generator=generator, device=generator.device)
             idx = idx[perm[:per_class].to(idx.device)]
-            sample[c] = (unit[b][idx], p_flat[idx])
+            sample[c] = (unit_rows(feats[b], idx), p_flat[idx])
         out.append(sample)
     return out
 

@@ -104,16 +104,15 @@ def bank_samples(
     The generator of image ``j`` depends only on (seed, j): the bank never depends on
     scheduling.
     """
-    from pipeline.sc import sample_batch, unit_features
+    from pipeline.sc import sample_batch
 
     gt, feats_cpu = casc.gt.cpu(), feats.cpu()
-    unit = unit_features(feats_cpu)  # shared by every base
     samples: dict[str, list] = {}
     for base in sc_bases() if bases is None else bases:
         generators = [torch.Generator().manual_seed(seed * 1_000_003 + j) for j in idx.tolist()]
         samples[base] = sample_batch(
             casc.maps[base].cpu(), feats_cpu, gt, per_class, generators,
-            casc.right[base].cpu(), unit,
+            casc.right[base].cpu(),
         )  # fmt: skip
     return samples
 
@@ -127,13 +126,17 @@ def batch_stats(
 
     gt = casc.gt.cpu()
     stats = {}
+    all_right: np.ndarray | None = None  # the Dice of gt against itself, computed once
     for name, p in maps.items():
         right = casc.right.get(name)  # None: SC rows and controls, all-correct by construction
         if right is None:
-            wrong, pred = torch.zeros(len(gt)), gt
-        else:
-            wrong, pred = (~right).flatten(1).sum(1).cpu(), class_argmax(p, 1).cpu()
-        stats[f"false_pixels_{name}"] = wrong.double().numpy()
+            if all_right is None:
+                all_right = dice_iou(gt, gt, p.shape[1])[0].double().numpy()
+            stats[f"false_pixels_{name}"] = np.zeros(len(gt))
+            stats[f"dice_{name}"] = all_right
+            continue
+        pred = class_argmax(p, 1).cpu()
+        stats[f"false_pixels_{name}"] = (~right).flatten(1).sum(1).cpu().double().numpy()
         stats[f"dice_{name}"] = dice_iou(pred, gt, p.shape[1])[0].double().numpy()
     for name, per_kind in counts.items():
         for kind in SC_KINDS:

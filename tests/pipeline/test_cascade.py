@@ -166,6 +166,23 @@ def test_controls_are_one_hot_and_smoothed_gt() -> None:
         build_variants(p_t, team(p_f, p_b), feats, gt, SCConfig(), gt_smoothing=0.5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("c", [2, 3, 5])
+def test_control_rows_hold_the_bits_of_smoothed_onehot(dtype: torch.dtype, c: int) -> None:
+    from pipeline.cascade import control_map, smoothed_onehot
+    from pipeline.variants import BY_NAME
+
+    gt = torch.randint(0, c, (2, 6, 7), generator=torch.Generator().manual_seed(c))
+    for eps in (0.0, 0.1, 0.3):
+        want = smoothed_onehot(gt.flatten(), c, eps, dtype).view(2, 6, 7, c).permute(0, 3, 1, 2)
+        got = control_map(BY_NAME["gt_smooth"], gt, c, eps, dtype)
+        assert got.dtype == dtype and got.is_contiguous() and torch.equal(got, want)
+    onehot = torch.nn.functional.one_hot(gt, c).permute(0, 3, 1, 2).to(dtype)
+    assert torch.equal(control_map(BY_NAME["gt"], gt, c, 0.1, dtype), onehot)
+    with pytest.raises(ValueError, match="is not a control"):
+        control_map(BY_NAME["plc"], gt, c, 0.1, dtype)
+
+
 def test_a_subset_of_rows_computes_only_what_it_needs() -> None:
     from pipeline.variants import BY_NAME
 

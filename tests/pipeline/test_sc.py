@@ -138,6 +138,27 @@ def test_sample_correct_pixels_and_bank_order() -> None:
     assert all(torch.equal(again[c][0], samples[0][c][0]) for c in again)
 
 
+@pytest.mark.parametrize("f", [3, 16, 64])
+def test_sampled_features_are_the_bits_of_a_whole_image_normalisation(f: int) -> None:
+    # only the sampled pixels are normalised; each row must equal, bit for bit, that pixel's
+    # row of the whole image's normalisation (the bank's definition, and the stored bytes)
+    gen = torch.Generator().manual_seed(f)
+    feats = torch.randn(2, f, 40, 40, generator=gen) * 7
+    gt = (torch.rand(2, 40, 40, generator=gen) > 0.6).long()
+    # a distinct soft vector per pixel (argmax == gt) tells which pixel a sample came from
+    u = torch.arange(1, 1601, dtype=torch.float64).view(1, 40, 40) / 3202
+    fg = torch.where(gt == 1, 0.5 + u, u).expand(2, 40, 40)
+    probs = torch.stack([1 - fg, fg], 1).float()
+    generators = [torch.Generator().manual_seed(j) for j in range(2)]
+    for b, sample in enumerate(sc.sample_batch(probs, feats, gt, 50, generators)):
+        whole = torch.nn.functional.normalize(feats[b].flatten(1).T, dim=1)  # (H*W, F)
+        fg_b = probs[b, 1].flatten()
+        for unit, soft in sample.values():
+            pixel = torch.nonzero(soft[:, 1:2] == fg_b[None])[:, 1]  # (n,) one match each
+            assert len(unit) == 50 and len(pixel) == 50
+            assert torch.equal(unit, whole[pixel])
+
+
 def test_all_correct_input_is_returned_unchanged() -> None:
     probs, _, _, feats, _ = make_case(5, 2, 3, 4, 4, 3)
     out, info = similarity_correct(probs, feats, probs.argmax(dim=1), SCConfig())

@@ -143,3 +143,35 @@ def test_argmax_never_flips(logp: np.ndarray) -> None:
     naive = naive_codes(logp.astype(np.float64))
     assert np.abs(codes.astype(int) - naive).max() <= 1  # the guard moves a code one step at most
     assert codes.min() >= -128 and codes.max() <= 0
+
+
+def full_scan_codes(logp: np.ndarray, axis: int) -> np.ndarray:
+    """Oracle: the guard applied by a full-size argmax over every pixel (the rule, spelled out)."""
+    codes = naive_codes(logp.astype(np.float64)).astype(np.int64)
+    codes = np.moveaxis(codes, axis, -1).copy()  # (..., C)
+    want = np.argmax(np.moveaxis(logp, axis, -1), axis=-1)
+    for pos in zip(*np.nonzero(np.argmax(codes, axis=-1) != want), strict=True):
+        k = want[pos]
+        if codes[pos][k] < 0:
+            codes[pos + (k,)] += 1  # raise the winner one step
+        else:
+            for j in range(k):  # the winner is at 0: lower the earlier ties at 0
+                if codes[pos + (j,)] == 0:
+                    codes[pos + (j,)] = -1
+    return np.moveaxis(codes, -1, axis).astype(np.int8)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("c", [2, 3, 6])
+def test_guard_matches_a_full_argmax_scan(axis: int, c: int) -> None:
+    # logits on a 1/16 grid plus tiny jitter: codes tie often, and some ties flip the argmax
+    rng = np.random.default_rng(c)
+    logits = np.round(rng.normal(scale=1.0, size=(4, c, 9, 7)) * 16) / 16
+    logits += rng.normal(scale=1e-3, size=logits.shape)
+    logp = np.moveaxis(log_softmax(logits, axis=1), 1, axis).astype(np.float32)
+    codes = encode_logprobs(logp, axis=axis)
+    expected = full_scan_codes(logp, axis)
+    assert (
+        np.argmax(naive_codes(logp.astype(np.float64)), axis=axis) != np.argmax(logp, axis=axis)
+    ).any()
+    np.testing.assert_array_equal(codes, expected)
