@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from pipeline.check import check_same_shape, check_shape, class_argmax
 from pipeline.sc import (

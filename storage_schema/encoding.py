@@ -68,7 +68,7 @@ def _guard_argmax(codes: np.ndarray, logp: np.ndarray, axis: int) -> int:
         return 0
     tied = np.unravel_index(flat, tied_mask.shape)
     axis %= codes.ndim
-    at = [tied[:axis] + (k,) + tied[axis:] for k in range(codes.shape[axis])]  # class k's
+    at = [(*tied[:axis], k, *tied[axis:]) for k in range(codes.shape[axis])]  # class k's
     rows = np.stack([codes[i] for i in at], axis=1)  # (M, C) the tied pixels' codes
     want = np.argmax(np.stack([logp[i] for i in at], axis=1), axis=1)  # (M,)
     bad = np.argmax(rows, axis=1) != want  # (M,) the tied pixels whose argmax flipped

@@ -66,7 +66,13 @@ def test_one_class_everywhere_fails_with_what_happened_and_what_to_try() -> None
     message = str(err.value)
     assert "teacher (rule) failed the training check" in message
     assert "predicts 'background' at every pixel of the 6 training images" in message
-    for hint in ("--epochs", "--steps-per-epoch", "--lr", "--size given to prepare", "--allow-weak"):
+    for hint in (
+        "--epochs",
+        "--steps-per-epoch",
+        "--lr",
+        "--size given to prepare",
+        "--allow-weak",
+    ):
         assert hint in message
     assert isinstance(err.value, ValueError)  # the CLI reports it as a user error, exit 1
 

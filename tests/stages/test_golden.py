@@ -26,7 +26,6 @@ EPOCH = "1700000000"
 runner = CliRunner()
 
 
-
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("golden")

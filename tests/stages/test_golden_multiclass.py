@@ -28,7 +28,6 @@ STUDENTS = ("none", "teacher", "plc")
 runner = CliRunner()
 
 
-
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("golden3")

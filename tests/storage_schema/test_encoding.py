@@ -153,11 +153,11 @@ def full_scan_codes(logp: np.ndarray, axis: int) -> np.ndarray:
     for pos in zip(*np.nonzero(np.argmax(codes, axis=-1) != want), strict=True):
         k = want[pos]
         if codes[pos][k] < 0:
-            codes[pos + (k,)] += 1  # raise the winner one step
+            codes[(*pos, k)] += 1  # raise the winner one step
         else:
             for j in range(k):  # the winner is at 0: lower the earlier ties at 0
-                if codes[pos + (j,)] == 0:
-                    codes[pos + (j,)] = -1
+                if codes[(*pos, j)] == 0:
+                    codes[(*pos, j)] = -1
     return np.moveaxis(codes, -1, axis).astype(np.int8)
 
 

@@ -14,7 +14,15 @@ from pipeline.models import (
     describe_models,
 )
 
-NAMES = ["transunet", "transunet-tiny", "unet", "unet-small", "unet-tiny", "unet-micro", "wide-unet"]
+NAMES = [
+    "transunet",
+    "transunet-tiny",
+    "unet",
+    "unet-small",
+    "unet-tiny",
+    "unet-micro",
+    "wide-unet",
+]
 TINY = ["transunet-tiny", "unet-tiny", "unet-micro", "unet-small"]
 
 
