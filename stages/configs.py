@@ -470,6 +470,14 @@ class DistillConfig(TrainOptions):
         ge=0,
         runtime=True,
     )
+    preload_mb: int = option(
+        512,
+        help="Hold the train split (images, masks and the variant's codes) in memory when it "
+        "needs at most this many MB, read once per process (each worker holds a copy); "
+        "larger splits stream batch by batch. 0: always stream. Same batches either way.",
+        ge=0,
+        runtime=True,
+    )
 
     def problems(self) -> list[str]:
         if self.live and self.variant == "none":

@@ -69,6 +69,13 @@ def _draws(cfg: DistillConfig, store, train_idx: np.ndarray):
     return steps
 
 
+def _split_mb(store, label_store, n: int) -> float:
+    """MB of ``n`` train images, their masks and (with ``label_store``) one variant's codes."""
+    h, w = store.size
+    per_image = h * w * 4 + (len(label_store.classes) * h * w if label_store is not None else 0)
+    return n * per_image / 2**20
+
+
 def _stream(cfg: DistillConfig, store, label_store, keep, device: torch.device, live=None):
     """The student's batches: a DataLoader over the stores, decoded and augmented on ``device``."""
     from pipeline.augment import AugmentConfig
@@ -84,6 +91,7 @@ def _stream(cfg: DistillConfig, store, label_store, keep, device: torch.device, 
         labels=str(label_store.path) if stored else None,
         variant=cfg.variant if stored else None,
         manifest_sha256=store.manifest_sha256,
+        preload=_split_mb(store, label_store if stored else None, len(train_idx)) <= cfg.preload_mb,
     )
     loader = make_loader(
         source,

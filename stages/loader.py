@@ -6,7 +6,10 @@ Three parts, each with one job:
   each worker opens its own store handles on the first batch it reads (nothing zarr is
   pickled). One item is one whole batch: the sorted unique indices of the batch are read
   with one checked read per array (``read_images``/``read_masks``/``read_codes`` of
-  ``storage_schema``; a slice when they are contiguous) and put back in the sampler's order. It returns raw bytes: uint8 images and masks, int8 label codes.
+  ``storage_schema``; a slice when they are contiguous) and put back in the sampler's order.
+  It returns raw bytes: uint8 images and masks, int8 label codes. A small split can be
+  preloaded instead (``StoreSource.preload``): read once per process, then served from
+  memory, since at 64² zarr's per-chunk work costs as much as a small student's step.
 - :class:`BatchPlan` (a ``Sampler``) yields the index batches of the current epoch from any
   ``plan(epoch) -> list of index arrays`` (``stages.data.epoch_batches``,
   ``pipeline.sampling.step_batches``, ...).
@@ -52,6 +55,9 @@ class StoreSource:
         labels: the label store (path or URL string), or None for images and masks only.
         variant: the label variant read from ``labels``.
         manifest_sha256: the dataset manifest hash the label store must have been built for.
+        preload: read the whole source once per process (one checked read per array) and
+            serve every batch from memory; for splits small enough to hold (distill's
+            ``--preload-mb``). The batches are the same bytes either way.
     """
 
     data: str
@@ -59,6 +65,7 @@ class StoreSource:
     labels: str | None = None
     variant: str | None = None
     manifest_sha256: str | None = None
+    preload: bool = False
 
     def __post_init__(self) -> None:
         if (self.labels is None) != (self.variant is None):
@@ -100,13 +107,14 @@ class StoreBatches(Dataset):
     def __init__(self, source: StoreSource) -> None:
         self.source = source
         self._stores: tuple[Any, Any] | None = None  # opened lazily, once per process
+        self._held: RawBatch | None = None  # the whole source, when ``source.preload``
 
     def __len__(self) -> int:
         return len(self.source.indices)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_stores"] = None  # a worker opens its own handles
+        state["_stores"] = state["_held"] = None  # a worker opens (and preloads) its own
         return state
 
     def _open(self) -> tuple[Any, Any]:
@@ -128,19 +136,33 @@ class StoreBatches(Dataset):
             return ReadFailure(str(err))
 
     def _read(self, positions: np.ndarray) -> RawBatch:
-        data, labels = self._open()
         if positions.ndim != 1 or positions.min() < 0 or positions.max() >= len(self):
             raise IndexError(f"batch positions must be in [0, {len(self)}), got {positions}")
+        if self.source.preload:
+            held = self._held = self._held or self._read_rows(np.arange(len(self)))
+            codes = None if held.codes is None else held.codes[positions]
+            return RawBatch(
+                torch.from_numpy(positions), held.images[positions], held.masks[positions], codes
+            )
         uniq, inverse = np.unique(positions, return_inverse=True)  # sorted reads, then reorder
+        batch = self._read_rows(uniq)
+        codes = None if batch.codes is None else batch.codes[inverse]
+        return RawBatch(
+            torch.from_numpy(positions), batch.images[inverse], batch.masks[inverse], codes
+        )
+
+    def _read_rows(self, uniq: np.ndarray) -> RawBatch:
+        """Positions ``uniq`` (sorted, unique), one checked read per array, in that order."""
+        data, labels = self._open()
         rows = _selection(self.source.indices[uniq])
-        images = data.read_images(rows)[inverse]  # (B, H, W, 3)
-        masks = data.read_masks(rows)[inverse]  # (B, H, W)
         codes = None
         if labels is not None:
-            codes = labels.read_codes(self.source.variant, _selection(uniq))[inverse]
-            codes = torch.from_numpy(codes)  # (B, C, H, W) int8
+            codes = torch.from_numpy(labels.read_codes(self.source.variant, _selection(uniq)))
         return RawBatch(
-            torch.from_numpy(positions), torch.from_numpy(images), torch.from_numpy(masks), codes
+            torch.from_numpy(uniq),
+            torch.from_numpy(data.read_images(rows)),  # (n, H, W, 3)
+            torch.from_numpy(data.read_masks(rows)),  # (n, H, W)
+            codes,  # (n, C, H, W) int8
         )
 
 
@@ -172,7 +194,7 @@ def _fresh_handles(worker_id: int) -> None:
     """``worker_init_fn``: a worker never reuses handles it inherited by fork."""
     info = torch.utils.data.get_worker_info()
     if info is not None:
-        info.dataset._stores = None
+        info.dataset._stores = info.dataset._held = None
 
 
 def _keep(batch: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import pickletools
@@ -95,6 +96,27 @@ def test_reads_are_one_batch_at_a_time_never_the_whole_variant(stores, monkeypat
     s = stream(stores, "plc")
     n_batches = sum(1 for _ in s(0))
     assert len(calls) == n_batches == 2 and max(calls) <= 4  # batch 4 of 10 images
+
+
+def test_a_preloaded_source_serves_the_same_batches_from_one_read(stores, monkeypatch) -> None:
+    calls: list[int] = []
+    real = LabelStore.read_codes
+
+    def spy(self, variant, index):
+        calls.append(len(np.atleast_1d(np.arange(10)[index])))
+        return real(self, variant, index)
+
+    streamed = StoreBatches(source(stores))
+    held = StoreBatches(dataclasses.replace(source(stores), preload=True))
+    monkeypatch.setattr(LabelStore, "read_codes", spy)
+    for positions in ([7, 2, 2, 9, 0], [3, 4, 5, 6], [8], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]):
+        a, b = streamed[np.array(positions)], held[np.array(positions)]
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # streamed: one read of each batch's unique images; preloaded: one read of all 10, once
+    assert calls == [4, 10, 4, 1, 10]
+    assert pickle.loads(pickle.dumps(held))._held is None  # a worker preloads its own copy
+    with pytest.raises(IndexError):
+        held._read(np.array([10]))
 
 
 def test_the_dataset_pickles_without_zarr_handles(stores) -> None:
@@ -245,6 +267,19 @@ def test_distill_trains_the_same_student_with_and_without_workers(stores, tmp_pa
     a, b = (w["state_dict"] for w in weights)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert load_checkpoint(tmp_path / "0" / "student.pt")["extra"]["history"]
+
+
+def test_distill_trains_the_same_student_preloaded_or_streamed(stores, tmp_path) -> None:
+    weights = []
+    for mb in ("0", "512"):  # 0: stream every batch; 512: this split is held in memory
+        result = _distill(*stores, tmp_path / mb, "--preload-mb", mb)
+        assert result.exit_code == 0, result.output
+        weights.append(torch.load(tmp_path / mb / "student.pt", weights_only=False))
+    a, b = (w["state_dict"] for w in weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "0" / "curve.csv").read_bytes() == (
+        tmp_path / "512" / "curve.csv"
+    ).read_bytes()
 
 
 def test_distill_refuses_a_corrupt_label_chunk_in_one_line(stores, tmp_path) -> None:
