@@ -79,15 +79,15 @@ def _ric(
     right_prev: torch.Tensor,
     y_assist: torch.Tensor,
     right_assist: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace-if-correct from known correct-pixel masks; returns (map, its mask).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace-if-correct from known correct-pixel masks; returns (map, its mask, taken).
 
     A taken pixel gets the assistant's vector, whose argmax is right, so the new mask is
     ``right_prev | right_assist`` without another argmax (exact when the dtypes agree).
     """
     take = ~right_prev & right_assist  # (B, H, W)
     out = torch.where(take.unsqueeze(1), y_assist.to(y_prev.dtype), y_prev)
-    return out, right_prev | right_assist
+    return out, right_prev | right_assist, take
 
 
 def replace_if_correct(
@@ -120,6 +120,8 @@ class Cascade:
         gt: (B, H, W) long.
         num_classes: C.
         dtype: the teacher map's dtype (the controls take it too).
+        pred: variant name -> (B, H, W) long, the map's argmax (each network's argmax taken
+            once, a replaced pixel taking the assistant's).
     """
 
     maps: dict[str, torch.Tensor]
@@ -127,6 +129,7 @@ class Cascade:
     gt: torch.Tensor
     num_classes: int
     dtype: torch.dtype
+    pred: dict[str, torch.Tensor]
 
     def needs_bank(self, base: str) -> torch.Tensor:
         """(B,) bool: SC of map ``base`` needs the cross-image bank for the image."""
@@ -165,26 +168,29 @@ def cascade(
     _check_team(p_t, assistants, gt)
     needed = {v.name: v for v in variants if v.source == "team" and not v.sc}
     needed |= {b.name: b for b in (sc_base(v) for v in variants if v.sc)}
-    right_of = {key: class_argmax(p, 1) == gt for key, p in assistants.items()}  # (B, H, W)
-    by_chain: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {
-        (): (p_t, class_argmax(p_t, 1) == gt)
+    pred_of = {key: class_argmax(p, 1) for key, p in assistants.items()}  # (B, H, W)
+    pred_t = class_argmax(p_t, 1)
+    # assistant prefix -> (map, its correct-pixel mask, its argmax)
+    by_chain: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {
+        (): (p_t, pred_t == gt, pred_t)
     }
 
-    def chain(keys: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    def chain(keys: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if keys not in by_chain:
-            prev, right_prev = chain(keys[:-1])
+            prev, right_prev, pred_prev = chain(keys[:-1])
             last = keys[-1]
             if last not in assistants:
                 raise ValueError(
                     f"the cascade needs assistant map {last!r}; pass it in assistants."
                 )
-            by_chain[keys] = _ric(prev, right_prev, assistants[last], right_of[last])
+            out, right, take = _ric(prev, right_prev, assistants[last], pred_of[last] == gt)
+            by_chain[keys] = (out, right, torch.where(take, pred_of[last], pred_prev))
         return by_chain[keys]
 
-    maps, right = {}, {}
+    maps, right, pred = {}, {}, {}
     for name, v in needed.items():
-        maps[name], right[name] = chain(v.assistants)
-    return Cascade(maps, right, gt, p_t.shape[1], p_t.dtype)
+        maps[name], right[name], pred[name] = chain(v.assistants)
+    return Cascade(maps, right, gt, p_t.shape[1], p_t.dtype, pred)
 
 
 def control_map(

@@ -188,7 +188,8 @@ def smoothed_onehot(
 
 
 def _fill_class(
-    q_feats: torch.Tensor,
+    f_flat: torch.Tensor,
+    q_idx: torch.Tensor,
     db: tuple[torch.Tensor, torch.Tensor] | None,
     c: int,
     num_classes: int,
@@ -196,14 +197,17 @@ def _fill_class(
     backend: str,
     dtype: torch.dtype,
 ) -> tuple[torch.Tensor, int]:
-    """Soft vectors (n_q, C) for the queries of class c, and how many fell back to one-hot.
+    """Soft vectors (n_q, C) for the queries ``q_idx`` (n_q,) of class c, among the image's
+    features ``f_flat`` (H*W, F), and how many fell back to one-hot.
 
-    ``db`` is (features (n_db, F), soft (n_db, C)) or None (straight to the smoothed one-hot).
+    ``db`` is (features (n_db, F), soft (n_db, C)) or None (straight to the smoothed one-hot,
+    without gathering the queries' features).
     """
-    labels = torch.full((len(q_feats),), c, dtype=torch.long, device=q_feats.device)
+    labels = torch.full((len(q_idx),), c, dtype=torch.long, device=f_flat.device)
     if db is None:
         return smoothed_onehot(labels, num_classes, cfg.smoothing, dtype), len(labels)
     db_feats, db_soft = db
+    q_feats = f_flat[q_idx]  # (n_q, F)
     nn = nearest_neighbours(q_feats, db_feats, backend, normalize=True, batch_size=cfg.batch_size)
     copied = db_soft[nn].to(dtype)  # (n_q, C)
     tie = class_argmax(copied, 1) != c  # a copied vector must keep argmax c
@@ -318,7 +322,7 @@ def similarity_correct(
             db = _bank_entry(use_bank, g.cls, probs.device)
             source = "sc_bank" if db is not None else "sc_onehot"
         filled, n_onehot = _fill_class(
-            f_flat[g.wrong], db, g.cls, num_classes, cfg, backend, probs.dtype
+            f_flat, g.wrong, db, g.cls, num_classes, cfg, backend, probs.dtype
         )
         o_all[g.image][g.wrong] = filled
         counts[source][g.image] += len(g.wrong) - n_onehot  # ties fell back to the one-hot

@@ -65,7 +65,9 @@ class Scanned:
     feats: torch.Tensor
 
     def nbytes(self) -> int:
-        tensors = [*self.casc.maps.values(), *self.casc.right.values(), self.casc.gt, self.feats]
+        casc = self.casc
+        tensors = [*casc.maps.values(), *casc.right.values(), *casc.pred.values(), casc.gt]
+        tensors.append(self.feats)
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -121,7 +123,6 @@ def batch_stats(
     maps: dict[str, torch.Tensor], casc: Cascade, counts: dict[str, dict[str, torch.Tensor]]
 ) -> dict[str, np.ndarray]:
     """Per-image false pixels and Dice of every variant, and the SC counts, as float64."""
-    from pipeline.check import class_argmax
     from pipeline.metrics import dice_iou
 
     gt = casc.gt.cpu()
@@ -135,7 +136,7 @@ def batch_stats(
             stats[f"false_pixels_{name}"] = np.zeros(len(gt))
             stats[f"dice_{name}"] = all_right
             continue
-        pred = class_argmax(p, 1).cpu()
+        pred = casc.pred[name].cpu()
         stats[f"false_pixels_{name}"] = (~right).flatten(1).sum(1).cpu().double().numpy()
         stats[f"dice_{name}"] = dice_iou(pred, gt, p.shape[1])[0].double().numpy()
     for name, per_kind in counts.items():

@@ -14,6 +14,7 @@ from pipeline.cascade import (
     ClassBank,
     SCConfig,
     build_variants,
+    cascade,
     count_false,
     false_pixels,
     replace_if_correct,
@@ -112,6 +113,11 @@ def test_variants_properties_and_definitions(
     for name, source in (("teacher_sc", p_t), ("plc", y_b)):
         keep = ~false_pixels(source, gt).unsqueeze(1).expand_as(source)
         assert torch.equal(variants[name][keep], source[keep])
+    # the cascade's carried argmax and masks are those of its maps
+    casc = cascade(p_t, team(p_f, p_b), gt)
+    for name, m in casc.maps.items():
+        assert torch.equal(casc.pred[name], m.argmax(dim=1)), name
+        assert torch.equal(casc.right[name], m.argmax(dim=1) == gt), name
 
 
 def test_variants_chain_uses_y_f_for_boundary_assistant() -> None:

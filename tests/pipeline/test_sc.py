@@ -102,7 +102,7 @@ def test_tied_copied_vector_falls_back_to_onehot() -> None:
 def test_invariant_violation_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     probs, _, _, feats, gt = make_case(0, 1, 2, 4, 4, 3)
     monkeypatch.setattr(
-        sc, "_fill_class", lambda q, *a, **k: (torch.tensor([1.0, 0.0]).expand(len(q), 2), 0)
+        sc, "_fill_class", lambda f, q, *a, **k: (torch.tensor([1.0, 0.0]).expand(len(q), 2), 0)
     )
     gt = 1 - probs.argmax(dim=1)  # every pixel wrong, class 1 queries get class-0 vectors
     with pytest.raises(RuntimeError, match="argmax differs from the GT; this is a bug"):
