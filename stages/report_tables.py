@@ -189,13 +189,34 @@ def slope_lines(groups: dict[str, list[Run]]) -> list[str]:
 
 
 def sensitivity_lines(runs: list[Run]) -> list[str]:
-    """λ × τ table of vanilla KD and PLC-KD Dice (mean over their runs), if several exist."""
+    """λ × τ table of vanilla KD and PLC-KD Dice, if several settings exist.
+
+    Every cell is a mean over the same (fold, seed) pairs: those that every setting has run
+    (the grid usually runs on one fold and seed, the main setting on all), so the main
+    setting's row is not an average over other folds. The student alone on those pairs is
+    given beside the table.
+    """
     kd = [r for r in runs if r.variant in (VANILLA, "plc")]
     settings = sorted({r.setting for r in kd})
     if len(settings) < 2:
         return []
+    common = set.intersection(*({r.key for r in kd if r.setting == s} for s in settings))
+    if not common:
+        return [
+            "The λ × τ settings share no (fold, seed) pair, so their Dice cannot be compared; "
+            "run every setting on one common fold and seed."
+        ]
+    kd = [r for r in kd if r.key in common]
+    alone = [r.scores["dice"] for r in runs if r.variant == NO_KD and r.key in common]
+    folds = ", ".join(sorted({str(f) for f, _ in common}))
+    seeds = ", ".join(sorted({str(s) for _, s in common}))
     taus = sorted({t for _, t in settings})
     lines = [
+        f"Mean over the (fold, seed) pairs that every setting ran: fold(s) {folds}, seed(s) "
+        f"{seeds} ({len(common)} pair(s)); the student alone on them: "
+        f"{_fmt(alone, 100).split(' ±')[0] if alone else '–'} Dice. One fold: a sensitivity "
+        "check, not a selection (nothing here is tuned on a test fold).",
+        "",
         "| λ \\ τ | " + " | ".join(f"τ = {t:g}" for t in taus) + " |",
         "|---|" + "---|" * len(taus),
     ]

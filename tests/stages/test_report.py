@@ -200,6 +200,20 @@ def test_report_sensitivity_table_from_lambda_tau_runs(tmp_path: Path) -> None:
     assert "| λ \\ τ | τ = 1 | τ = 4 |" in text
     assert "| λ = 0.1 | 30.00 / 40.00 | – / – |" in text
     assert "| λ = 0.3 | – / – | 30.00 / 40.00 |" in text
+    # the main setting (λ 1, τ 1: both folds, both seeds) is shown on the grid's one pair only:
+    # fold 0, seed 0, where the student alone has 65 and the shifts add 2 and 5 points
+    assert "| λ = 1 | 67.00 / 70.00 | – / – |" in text
+    assert "fold(s) 0, seed(s) 0 (1 pair(s)); the student alone on them: 65.00 Dice" in text
+
+
+def test_report_sensitivity_settings_without_a_common_pair_are_not_compared(
+    tmp_path: Path,
+) -> None:
+    runs, models = _toy(tmp_path, teacher_dice=0.80)
+    _write_run(runs, "teacher", 2, 5, {"e": 0.3}, lam=0.1, tau=1.0)  # a pair no other setting has
+    text = _report(runs, models, tmp_path / "r.md")
+    assert "The λ × τ settings share no (fold, seed) pair" in text
+    assert "| λ = 0.1 |" not in text
 
 
 def test_report_refuses_runs_that_are_not_paired(tmp_path: Path) -> None:
