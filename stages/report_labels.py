@@ -101,6 +101,43 @@ def sc_corrections(paths: list[Path], block: int = 32) -> dict[str, Corrected]:
     return out
 
 
+SOURCES = (("in_image", "nearest correct pixel, same image"), ("bank", "cross-image bank"),
+           ("onehot", "smoothed one-hot"))  # fmt: skip
+
+
+def sc_sources(paths: list[Path]) -> dict[str, dict[str, int]]:
+    """Per SC variant: how many pixels each SC source filled, summed over the stores (from the
+    per-image ``sc_<source>_<variant>`` stats the precompute wrote)."""
+    from storage_schema import open_label_store
+
+    out: dict[str, dict[str, int]] = {}
+    for p in paths:
+        store = open_label_store(p)
+        for v in VARIANTS:
+            if not v.sc or v.name not in store.variants:
+                continue
+            counts = out.setdefault(v.name, dict.fromkeys((k for k, _ in SOURCES), 0))
+            for kind, _ in SOURCES:
+                counts[kind] += int(store.stat(f"sc_{kind}_{v.name}").sum())
+    return out
+
+
+def source_lines(sources: dict[str, dict[str, int]]) -> list[str]:
+    """One row per SC variant: pixels filled by each source (count and share)."""
+    lines = [
+        "| SC variant | pixels corrected | " + " | ".join(label for _, label in SOURCES) + " |",
+        "|---|---|" + "---|" * len(SOURCES),
+    ]
+    labels = {v.name: v.label for v in VARIANTS}
+    for name, counts in sources.items():
+        total = sum(counts.values())
+        cells = " | ".join(
+            f"{counts[k]} ({100 * counts[k] / max(total, 1):.1f} %)" for k, _ in SOURCES
+        )
+        lines.append(f"| {labels[name]} | {total} | {cells} |")
+    return lines
+
+
 def quality_lines(q: dict[str, VariantQuality]) -> list[str]:
     lines = [
         "| Variant | false pixels (% of pixels) | images with false pixels | label Dice vs GT (%) |",

@@ -282,7 +282,7 @@ def label_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sc_corrected_pixels_are_exactly_the_base_maps_false_pixels(label_store: Path) -> None:
-    from stages.report_labels import label_stores, quality, sc_corrections
+    from stages.report_labels import label_stores, quality, sc_corrections, sc_sources
     from storage_schema import open_label_store
 
     store = open_label_store(label_store)
@@ -294,6 +294,11 @@ def test_sc_corrected_pixels_are_exactly_the_base_maps_false_pixels(label_store:
         )
         # all-correct: lesion p_fg > 0.5, background p_fg <= 0.5 (a tie's argmax is background)
         assert c.to_lesion[:5].sum() == 0 and c.to_background[6:].sum() == 0
+    sources = sc_sources([label_store])
+    for name, base in (("teacher_sc", "teacher"), ("plc", "teacher_fa_ba")):
+        # every false pixel of the base came from exactly one source
+        assert sum(sources[name].values()) == int(store.stat(f"false_pixels_{base}").sum())
+    assert sources["teacher_sc"]["in_image"] > 0 and sources["teacher_sc"]["bank"] > 0
     q = quality([label_store])
     assert q["plc"].false_pixels == 0 and q["teacher"].false_pixels > 0
     assert q["teacher"].images == len(store)
@@ -305,6 +310,8 @@ def test_report_label_section_from_a_folder_of_stores(label_store: Path, tmp_pat
     assert "## Label quality on the train split (1 label store(s))" in text
     assert "| T + TA_f + TA_b + SC (PLC-KD) | 0.000 | 0/" in text
     assert "| T + SC | lesion |" in text and (tmp_path / "r_sc_hist.png").exists()
+    assert "### Where SC took the vectors it copied" in text
+    assert "| SC variant | pixels corrected | nearest correct pixel, same image |" in text
 
 
 def test_students_that_failed_their_training_check_are_named(tmp_path: Path) -> None:
