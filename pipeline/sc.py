@@ -131,9 +131,9 @@ def sample_correct_pixels(
 def unit_rows(feats: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """(n, F) L2-normalised features of pixels ``idx`` (n,) of one image's (F, H, W) features.
 
-    Only the chosen pixels are normalised (a full image costs 100x more), gathered in the
-    (H*W, F)-transposed layout of a whole-image normalisation so that the values are the same
-    bits as that normalisation's rows.
+    Only the chosen pixels are normalised (normalising every pixel took 70 % of the bank
+    sampling at 224², BENCHMARKS.md §8c). They are gathered in the (H*W, F)-transposed layout
+    of a whole-image normalisation, so the values are the same bits as its rows.
     """
     return F.normalize(feats.flatten(1)[:, idx].T.float(), dim=1)
 

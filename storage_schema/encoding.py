@@ -62,6 +62,8 @@ def _guard_argmax(codes: np.ndarray, logp: np.ndarray, axis: int) -> int:
     one step where it is below 0, else the earlier tied codes (all 0) are lowered to -1.
     Returns the number of pixels fixed.
     """
+    if codes.ndim == 1:  # one pixel: give it a pixel axis (a view, so edits land in codes)
+        return _guard_argmax(codes[:, None], np.asarray(logp)[:, None], 0)
     tied_mask = _tied_top(codes, axis)  # candidates; every other pixel is already right
     flat = np.flatnonzero(tied_mask)  # 1-D: several times faster than an N-D np.nonzero
     if len(flat) == 0:

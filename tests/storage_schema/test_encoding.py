@@ -47,6 +47,7 @@ def test_argmax_guard_hand_cases(logp: list[float], expected: list[int]) -> None
     codes = encode_logprobs(x)
     assert codes[:, 0, 0].tolist() == expected
     assert np.argmax(codes, axis=0).item() == np.argmax(x, axis=0).item()
+    assert encode_logprobs(x[:, 0, 0], axis=0).tolist() == expected  # one pixel, 1-D
 
 
 def test_clipping_and_minus_infinity() -> None:
