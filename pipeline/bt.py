@@ -81,6 +81,30 @@ def boundary_regions(mask: torch.Tensor, delta: int) -> tuple[torch.Tensor, torc
     return mask & ~interior, interior
 
 
+def band_sizes(masks: torch.Tensor, delta: int, num_classes: int) -> list[dict[str, float | int]]:
+    """Per foreground class of (B, H, W) class-id masks: BT's band and interior sizes.
+
+    Returns one dict per class 1..C−1: ``images`` (holding the class), mean ``band`` and
+    ``interior`` pixels per such image, and ``no_interior`` (images where the class has no
+    interior at this delta, so BT swaps nothing there).
+    """
+    check_shape(masks, "B H W", "masks")
+    out: list[dict[str, float | int]] = []
+    for c in range(1, num_classes):
+        region = masks == c  # (B, H, W)
+        present = region.flatten(1).any(1)  # (B,)
+        band, interior = boundary_regions(region[present], delta)
+        n = int(present.sum())
+        out.append({
+            "class": c,
+            "images": n,
+            "band": float(band.flatten(1).sum(1).double().mean()) if n else math.nan,
+            "interior": float(interior.flatten(1).sum(1).double().mean()) if n else math.nan,
+            "no_interior": int((~interior.flatten(1).any(1)).sum()) if n else 0,
+        })  # fmt: skip
+    return out
+
+
 def _swap_pairs(
     flat: torch.Tensor,
     band: torch.Tensor,

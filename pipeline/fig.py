@@ -119,6 +119,17 @@ class FalsePixelQueues:
         """Number of values currently held by queue c."""
         return self._fill[c]
 
+    def summary(self) -> list[dict[str, float | int | list[float]]]:
+        """Per GT class: what the queue holds (fill, length, mean and std of each value)."""
+        out: list[dict[str, float | int | list[float]]] = []
+        for c in range(self.num_classes):
+            held = self.values(c).double()  # (fill, D)
+            mean = held.mean(0).tolist() if len(held) else [math.nan] * self.d
+            std = held.std(0, correction=0).tolist() if len(held) else [math.nan] * self.d
+            out.append({"class": c, "fill": self.fill(c), "length": self.lengths[c],
+                        "mean": mean, "std": std})  # fmt: skip
+        return out
+
     def values(self, c: int) -> torch.Tensor:
         """Queue c's values (fill, D), in insertion order oldest -> newest."""
         buf, ptr = self._buf[c], self._ptr[c]

@@ -138,6 +138,51 @@ def source_lines(sources: dict[str, dict[str, int]]) -> list[str]:
     return lines
 
 
+def team_lines(paths: list[Path]) -> list[str]:
+    """What the assistants trained on, per label store (fold): TA_f's false-pixel queues at the
+    end of training and TA_b's band and interior sizes, from the diagnostics each assistant
+    checkpoint recorded (checkpoints from before they were recorded are named as such)."""
+    from pipeline.checkpoint import load_checkpoint
+    from storage_schema import open_label_store
+
+    fig = ["| fold | GT class of the queued false pixels | queued / length | mean RGB (0–1) |",
+           "|---|---|---|---|"]  # fmt: skip
+    bt = ["| fold | class | images | band px per image | interior px per image | "
+          "images without interior |", "|---|---|---|---|---|---|"]  # fmt: skip
+    missing = []
+    for path in paths:
+        store = open_label_store(path)
+        fold = store.provenance.get("fold")
+        fold = "–" if fold is None else str(fold)
+        networks = store.provenance.get("networks", {})
+        for role in ("assistant_fp", "assistant_bd"):
+            try:
+                diag = load_checkpoint(networks[role]["path"]).get("extra", {}).get("diagnostics")
+            except (KeyError, FileNotFoundError, ValueError):
+                diag = None
+            if not diag:
+                missing.append(f"{role} (fold {fold})")
+                continue
+            for q in diag.get("fig_queues", []):
+                rgb = ", ".join(f"{v:.3f}" for v in q["mean"])
+                fig.append(f"| {fold} | {store.classes[q['class']]} | {q['fill']} / {q['length']} "
+                           f"| {rgb} |")  # fmt: skip
+            for b in diag.get("bt_bands", []):
+                bt.append(f"| {fold} | {store.classes[b['class']]} | {b['images']} "
+                          f"| {b['band']:.1f} | {b['interior']:.1f} | {b['no_interior']} |")  # fmt: skip
+    lines = []
+    if len(fig) > 2:
+        lines += ["TA_f's false-pixel queues at the end of its training (FIG):", "", *fig, ""]
+    if len(bt) > 2:
+        lines += ["TA_b's boundary bands on the train masks (BT, at its δ):", "", *bt, ""]
+    if missing:
+        lines.append(
+            "Not recorded for " + ", ".join(missing) + ": those checkpoints were trained before "
+            "plc-kd recorded FIG queues and BT bands (retrain them to see these tables)."
+        )
+    return lines
+
+
 def quality_lines(q: dict[str, VariantQuality]) -> list[str]:
     lines = [
         "| Variant | false pixels (% of pixels) | images with false pixels | label Dice vs GT (%) |",

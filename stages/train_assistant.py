@@ -45,6 +45,13 @@ def _boundary_transform(cfg: AssistantConfig, size: int, num_classes: int):
     return transform
 
 
+def _band_sizes(cfg: AssistantConfig, train: SplitData, size: int, num_classes: int) -> list:
+    """BT's band and interior sizes per class over the train masks, at the delta BT uses."""
+    from pipeline.bt import band_sizes, scaled_delta
+
+    return band_sizes(train.masks.long(), scaled_delta(cfg.bt_delta, size), num_classes)
+
+
 class FalsePixelBatches:
     """FIG batches: queue generation from the teacher's false pixels, then alternation.
 
@@ -150,6 +157,7 @@ def run(cfg: AssistantConfig) -> Path:
     train_cfg = make_train_config(cfg)
     device = resolve_device(cfg.device)
     if cfg.kind == "boundary":
+        diagnostics = {"bt_bands": _band_sizes(cfg, train, size, n_classes)}
         history = train_segmenter(
             model,
             train,
@@ -174,6 +182,8 @@ def run(cfg: AssistantConfig) -> Path:
             evaluate=None if val is None else val_dice(val, n_classes, cfg.batch_size, device),
             desc="assistant (FIG)",
         )
+        diagnostics = {"fig_queues": fig.sampler.queues.summary(),
+                       "fig_observations": fig.sampler.observations}  # fmt: skip
     check = check_training(
         model,
         train,
@@ -202,6 +212,7 @@ def run(cfg: AssistantConfig) -> Path:
             "history": stable_history(history),
             "role": f"assistant-{cfg.kind}",
             "train_check": check,
+            "diagnostics": diagnostics,  # what the assistant trained on (plc report shows it)
         },
     )
     write_curve(history, out.with_suffix(".curve.csv"))

@@ -10,7 +10,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.bt import BTConfig, boundary_regions, boundary_transform, scaled_delta
+from pipeline.bt import (
+    BTConfig,
+    band_sizes,
+    boundary_regions,
+    boundary_transform,
+    scaled_delta,
+)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -26,6 +32,18 @@ def erode_oracle(mask: np.ndarray, delta: int) -> np.ndarray:
             win = mask[max(0, i - delta) : i + delta + 1, max(0, j - delta) : j + delta + 1]
             out[i, j] = win.all()
     return out
+
+
+def test_band_sizes_hand_case() -> None:
+    masks = torch.zeros(3, 9, 9, dtype=torch.long)
+    masks[0, 2:7, 2:7] = 1  # a 5 x 5 square: at delta 1, interior 3 x 3 = 9, band 25 - 9 = 16
+    masks[1, 0:2, 0:2] = 1  # 2 x 2 in the corner: the border does not erode, interior 1 (0, 0)
+    masks[1, 5:7, 5:7] = 2  # 2 x 2 inside: no interior at delta 1
+    # image 2 holds no lesion: it does not count
+    one, two = band_sizes(masks, delta=1, num_classes=3)
+    assert one == {"class": 1, "images": 2, "band": (16 + 3) / 2, "interior": (9 + 1) / 2,
+                   "no_interior": 0}  # fmt: skip
+    assert two == {"class": 2, "images": 1, "band": 4.0, "interior": 0.0, "no_interior": 1}
 
 
 def test_regions_hand_case() -> None:

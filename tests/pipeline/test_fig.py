@@ -40,6 +40,17 @@ def test_fifo_order_and_overwrite() -> None:
     assert q.is_full() and q.values(0)[:, 0].tolist() == [7.0, 8.0]
 
 
+def test_queue_summary_reports_fill_and_the_held_values() -> None:
+    q = FalsePixelQueues(m=3, n=2)
+    q.push(*one_pixel_batch([3.0, 4.0, 5.0, 6.0], gt=1, pred=0), k=5, generator=gen())
+    background, lesion = q.summary()
+    assert background["fill"] == 0 and background["length"] == 2
+    assert all(v != v for v in background["mean"])  # an empty queue: NaN, not 0
+    assert lesion["class"] == 1 and lesion["fill"] == 3 and lesion["length"] == 3
+    assert lesion["mean"][0] == pytest.approx(5.0)  # 4, 5, 6: the 3 was overwritten
+    assert lesion["std"][0] == pytest.approx((2 / 3) ** 0.5)
+
+
 def test_push_more_than_length_keeps_newest() -> None:
     q = FalsePixelQueues(m=2, n=2)
     images = torch.arange(6.0).view(1, 1, 1, 6).expand(1, 3, 1, 6).clone()  # (1, 3, 1, 6)

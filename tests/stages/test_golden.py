@@ -188,6 +188,10 @@ def test_report_has_a_row_per_variant(chain: dict[str, Path]) -> None:
     ):
         assert label in text, f"missing row {label!r} in\n{text}"
     assert "Label quality" in text
+    # what the assistants trained on, recorded by train-assistant
+    assert "TA_f's false-pixel queues at the end of its training (FIG):" in text
+    assert "TA_b's boundary bands on the train masks (BT, at its δ):" in text
+    assert "Not recorded for" not in text
 
 
 def test_distill_outputs(chain: dict[str, Path]) -> None:
