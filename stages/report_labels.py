@@ -180,7 +180,7 @@ def team_lines(paths: list[Path]) -> list[str]:
             "Not recorded for " + ", ".join(missing) + ": those checkpoints were trained before "
             "plc-kd recorded FIG queues and BT bands (retrain them to see these tables)."
         )
-    return lines
+    return lines[:-1] if lines and not lines[-1] else lines
 
 
 def quality_lines(q: dict[str, VariantQuality]) -> list[str]:
