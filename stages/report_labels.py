@@ -149,7 +149,7 @@ def team_lines(paths: list[Path]) -> list[str]:
            "|---|---|---|---|"]  # fmt: skip
     bt = ["| fold | class | images | band px per image | interior px per image | "
           "images without interior |", "|---|---|---|---|---|---|"]  # fmt: skip
-    missing = []
+    missing, unreadable = [], []
     for path in paths:
         store = open_label_store(path)
         fold = store.provenance.get("fold")
@@ -159,7 +159,8 @@ def team_lines(paths: list[Path]) -> list[str]:
             try:
                 diag = load_checkpoint(networks[role]["path"]).get("extra", {}).get("diagnostics")
             except (KeyError, FileNotFoundError, ValueError):
-                diag = None
+                unreadable.append(f"{role} (fold {fold})")
+                continue
             if not diag:
                 missing.append(f"{role} (fold {fold})")
                 continue
@@ -179,6 +180,11 @@ def team_lines(paths: list[Path]) -> list[str]:
         lines.append(
             "Not recorded for " + ", ".join(missing) + ": those checkpoints were trained before "
             "plc-kd recorded FIG queues and BT bands (retrain them to see these tables)."
+        )
+    if unreadable:
+        lines.append(
+            "Not shown for " + ", ".join(unreadable) + ": the checkpoint the label store's "
+            "provenance names could not be read from here (moved, replaced or elsewhere)."
         )
     return lines[:-1] if lines and not lines[-1] else lines
 

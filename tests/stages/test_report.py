@@ -304,6 +304,27 @@ def test_sc_corrected_pixels_are_exactly_the_base_maps_false_pixels(label_store:
     assert q["teacher"].images == len(store)
 
 
+def test_team_lines_name_checkpoints_without_diagnostics_or_out_of_reach(
+    label_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import checkpoint
+    from stages.report_labels import team_lines
+
+    # the fixture's team: seeded random nets saved without train-assistant's diagnostics
+    lines = team_lines([label_store])
+    assert lines == [
+        "Not recorded for assistant_fp (fold –), assistant_bd (fold –): those checkpoints were "
+        "trained before plc-kd recorded FIG queues and BT bands (retrain them to see these "
+        "tables)."
+    ]
+
+    def gone(path):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", gone)
+    assert team_lines([label_store])[0].startswith("Not shown for assistant_fp (fold –), ")
+
+
 def test_report_label_section_from_a_folder_of_stores(label_store: Path, tmp_path: Path) -> None:
     runs, models = _toy(tmp_path, teacher_dice=0.80)
     text = _report(runs, models, tmp_path / "r.md", "--labels", str(label_store.parent))
