@@ -179,26 +179,18 @@ def _member_checks(labels: Path | None) -> dict[str, dict]:
     ``real_images``: False for an assistant trained on FIG/BT images only."""
     if labels is None:
         return {}
-    from pipeline.checkpoint import load_checkpoint
     from stages.checks import saw_real_images
-    from stages.report_labels import label_stores
-    from storage_schema import open_label_store
+    from stages.report_labels import label_stores, team_checkpoints
 
     names = {"teacher": "Teacher T", "assistant_fp": "TA_f", "assistant_bd": "TA_b"}
     out = {}
-    for path in label_stores(labels):  # one store per fold
-        provenance = open_label_store(path).provenance
-        fold = "" if provenance.get("fold") is None else f" (fold {provenance['fold']})"
-        for role, net in provenance.get("networks", {}).items():
-            try:
-                meta = load_checkpoint(net["path"])
-            except (FileNotFoundError, ValueError):
-                continue  # the checkpoint moved or was replaced: nothing to say about it
-            check = meta.get("extra", {}).get("train_check")
-            if check:
-                stage = meta.get("config", {}).get("stage", {})
-                real = saw_real_images(stage.get("kind"), float(stage.get("fig_real_fraction", 0)))
-                out[names.get(role, role) + fold] = check | {"real_images": real}
+    for _, fold, role, meta in team_checkpoints(label_stores(labels)):
+        check = (meta or {}).get("extra", {}).get("train_check")
+        if check:  # none for older checkpoints, or one that moved or was replaced
+            stage = meta.get("config", {}).get("stage", {})
+            real = saw_real_images(stage.get("kind"), float(stage.get("fig_real_fraction", 0)))
+            where = "" if fold is None else f" (fold {fold})"
+            out[names.get(role, role) + where] = check | {"real_images": real}
     return out
 
 

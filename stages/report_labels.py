@@ -8,8 +8,10 @@ result is all-correct) — with a histogram of the foreground probability SC gav
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -138,39 +140,51 @@ def source_lines(sources: dict[str, dict[str, int]]) -> list[str]:
     return lines
 
 
+def team_checkpoints(paths: list[Path]) -> Iterator[tuple[Any, int | None, str, dict | None]]:
+    """Every team network that each label store's provenance names: ``(store, fold, role,
+    checkpoint metadata)``, the metadata None when the file cannot be read from here (moved,
+    replaced, or on another machine)."""
+    from pipeline.checkpoint import load_checkpoint
+    from storage_schema import open_label_store
+
+    for path in paths:  # one store per fold
+        store = open_label_store(path)
+        fold = store.provenance.get("fold")
+        for role, net in store.provenance.get("networks", {}).items():
+            try:
+                meta = load_checkpoint(net["path"])
+            except (KeyError, FileNotFoundError, ValueError):
+                meta = None
+            yield store, fold, role, meta
+
+
 def team_lines(paths: list[Path]) -> list[str]:
     """What the assistants trained on, per label store (fold): TA_f's false-pixel queues at the
     end of training and TA_b's band and interior sizes, from the diagnostics each assistant
     checkpoint recorded (checkpoints from before they were recorded are named as such)."""
-    from pipeline.checkpoint import load_checkpoint
-    from storage_schema import open_label_store
-
     fig = ["| fold | GT class of the queued false pixels | queued / length | mean RGB (0–1) |",
            "|---|---|---|---|"]  # fmt: skip
     bt = ["| fold | class | images | band px per image | interior px per image | "
           "images without interior |", "|---|---|---|---|---|---|"]  # fmt: skip
     missing, unreadable = [], []
-    for path in paths:
-        store = open_label_store(path)
-        fold = store.provenance.get("fold")
-        fold = "–" if fold is None else str(fold)
-        networks = store.provenance.get("networks", {})
-        for role in ("assistant_fp", "assistant_bd"):
-            try:
-                diag = load_checkpoint(networks[role]["path"]).get("extra", {}).get("diagnostics")
-            except (KeyError, FileNotFoundError, ValueError):
-                unreadable.append(f"{role} (fold {fold})")
-                continue
-            if not diag:
-                missing.append(f"{role} (fold {fold})")
-                continue
-            for q in diag.get("fig_queues", []):
-                rgb = ", ".join(f"{v:.3f}" for v in q["mean"])
-                fig.append(f"| {fold} | {store.classes[q['class']]} | {q['fill']} / {q['length']} "
-                           f"| {rgb} |")  # fmt: skip
-            for b in diag.get("bt_bands", []):
-                bt.append(f"| {fold} | {store.classes[b['class']]} | {b['images']} "
-                          f"| {b['band']:.1f} | {b['interior']:.1f} | {b['no_interior']} |")  # fmt: skip
+    for store, fold_id, role, meta in team_checkpoints(paths):
+        if not role.startswith("assistant"):
+            continue
+        fold = "–" if fold_id is None else str(fold_id)
+        if meta is None:
+            unreadable.append(f"{role} (fold {fold})")
+            continue
+        diag = meta.get("extra", {}).get("diagnostics")
+        if not diag:
+            missing.append(f"{role} (fold {fold})")
+            continue
+        for q in diag.get("fig_queues", []):
+            rgb = ", ".join(f"{v:.3f}" for v in q["mean"])
+            fig.append(f"| {fold} | {store.classes[q['class']]} | {q['fill']} / {q['length']} "
+                       f"| {rgb} |")  # fmt: skip
+        for b in diag.get("bt_bands", []):
+            bt.append(f"| {fold} | {store.classes[b['class']]} | {b['images']} "
+                      f"| {b['band']:.1f} | {b['interior']:.1f} | {b['no_interior']} |")  # fmt: skip
     lines = []
     if len(fig) > 2:
         lines += ["TA_f's false-pixel queues at the end of its training (FIG):", "", *fig, ""]

@@ -84,7 +84,9 @@ def test_without_labels_no_codes_are_read(stores) -> None:
     assert raw.codes is None and raw.images.shape[0] == 2
 
 
-def test_reads_are_one_batch_at_a_time_never_the_whole_variant(stores, monkeypatch) -> None:
+@pytest.fixture
+def code_reads(monkeypatch) -> list[int]:
+    """The number of images of every ``LabelStore.read_codes`` call from now on (10 images)."""
     calls: list[int] = []
     real = LabelStore.read_codes
 
@@ -93,27 +95,23 @@ def test_reads_are_one_batch_at_a_time_never_the_whole_variant(stores, monkeypat
         return real(self, variant, index)
 
     monkeypatch.setattr(LabelStore, "read_codes", spy)
+    return calls
+
+
+def test_reads_are_one_batch_at_a_time_never_the_whole_variant(stores, code_reads) -> None:
     s = stream(stores, "plc")
     n_batches = sum(1 for _ in s(0))
-    assert len(calls) == n_batches == 2 and max(calls) <= 4  # batch 4 of 10 images
+    assert len(code_reads) == n_batches == 2 and max(code_reads) <= 4  # batch 4 of 10 images
 
 
-def test_a_preloaded_source_serves_the_same_batches_from_one_read(stores, monkeypatch) -> None:
-    calls: list[int] = []
-    real = LabelStore.read_codes
-
-    def spy(self, variant, index):
-        calls.append(len(np.atleast_1d(np.arange(10)[index])))
-        return real(self, variant, index)
-
+def test_a_preloaded_source_serves_the_same_batches_from_one_read(stores, code_reads) -> None:
     streamed = StoreBatches(source(stores))
     held = StoreBatches(dataclasses.replace(source(stores), preload=True))
-    monkeypatch.setattr(LabelStore, "read_codes", spy)
     for positions in ([7, 2, 2, 9, 0], [3, 4, 5, 6], [8], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]):
         a, b = streamed[np.array(positions)], held[np.array(positions)]
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     # streamed: one read of each batch's unique images; preloaded: one read of all 10, once
-    assert calls == [4, 10, 4, 1, 10]
+    assert code_reads == [4, 10, 4, 1, 10]
     assert pickle.loads(pickle.dumps(held))._held is None  # a worker preloads its own copy
     with pytest.raises(IndexError):
         held._read(np.array([10]))
