@@ -7,6 +7,12 @@ look-alike distractor blobs that are background, specular highlights and sensor 
 A few samples are empty (distractors only). numpy + OpenCV only; about a millisecond per
 224² image. The same generator and arguments always give identical arrays.
 
+Stripes (``stripes`` K ≥ 2, binary only): the capacity cue of the default run. The lesion and
+one or two look-alikes as large as lesions share one colour and carry stripes; the lesion's
+stripes run at one of K orientations and the look-alikes' at the K orientations between them.
+Only the orientation tells them apart, which takes oriented features at full resolution, so a
+narrow network separates them later and less well than a wide one.
+
 Multi-class (``num_classes`` C > 2): each non-empty sample holds lesions of one or more of
 the C − 1 types, non-overlapping, mask value = class id. Each type has its own colour
 direction (e.g. type 1 darker and browner, type 2 bluer) and surface texture, so types
@@ -26,6 +32,7 @@ logger = logging.getLogger(__name__)
 MIN_AREA, MAX_AREA = 0.01, 0.40  # lesion area as a fraction of the image
 _MIN_SIZE = 16
 MAX_CLASSES = 6  # background + up to five lesion types
+MAX_STRIPES = 8  # lesion orientations of the stripes cue
 # colour direction (R, G, B offset) of lesion types 1..5 in the multi-class generator
 _TYPE_DIRECTIONS = np.array(
     [
@@ -41,7 +48,11 @@ _TYPE_TEXTURE_CELLS = (12, 28, 6, 20, 40)  # bumps per side of each type's surfa
 
 
 def generate_sample(
-    rng: np.random.Generator, size: int, empty: bool = False, num_classes: int = 2
+    rng: np.random.Generator,
+    size: int,
+    empty: bool = False,
+    num_classes: int = 2,
+    stripes: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one synthetic image and its lesion mask.
 
@@ -50,6 +61,8 @@ def generate_sample(
         size: side of the square image in pixels (>= 16).
         empty: draw no lesion (the mask is all zero; distractors are still drawn).
         num_classes: C, background included, in 2..6: C > 2 draws lesions of C − 1 types.
+        stripes: K in 2..8 (binary only) draws the stripes cue (see the module docstring);
+            0 draws what the generator always drew.
 
     Returns:
         ``(image, mask)``: image ``(H, W, 3)`` uint8 RGB, mask ``(H, W)`` uint8 class ids
@@ -58,10 +71,14 @@ def generate_sample(
     if size < _MIN_SIZE:
         raise ValueError(f"size must be at least {_MIN_SIZE} pixels, got {size}.")
     _check_classes(num_classes)
+    _check_stripes(stripes, num_classes)
     scale = size / 224.0
     base = _tissue_colour(rng)
     image = _background(rng, size, base)  # (3, H, W) float32: channel-first is fast here
-    if num_classes > 2:
+    if stripes:
+        delta = _lesion_delta(rng) * np.float32(1.2)  # shared by the lesion and look-alikes
+        mask, _ = _stripe_cue(rng, image, delta, scale, stripes, empty)
+    elif num_classes > 2:
         mask, delta = _typed_lesions(rng, image, base, scale, num_classes, empty)
     else:
         delta = _lesion_delta(rng)
@@ -70,7 +87,7 @@ def generate_sample(
             mask = _lesion_mask(rng, size)
             _paint_lesion(rng, image, mask, delta, base, scale, 12)
     lesion = (mask > 0).astype(np.uint8)  # (H, W) any type
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(0 if stripes else int(rng.integers(1, 4))):  # stripes: the look-alikes
         _add_distractor(rng, image, lesion, delta, scale)
     _add_speculars(rng, image, lesion, scale)
     sigma = float(rng.uniform(0.5, 1.2)) * max(scale, 0.5)
@@ -82,7 +99,12 @@ def generate_sample(
 
 
 def generate_dataset(
-    n: int, size: int, seed: int, empty_fraction: float = 0.05, num_classes: int = 2
+    n: int,
+    size: int,
+    seed: int,
+    empty_fraction: float = 0.05,
+    num_classes: int = 2,
+    stripes: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` samples; exactly ``round(empty_fraction * n)`` of them are empty.
 
@@ -95,6 +117,7 @@ def generate_dataset(
         seed: the seed; the same seed gives identical arrays.
         empty_fraction: fraction of samples without a lesion, in [0, 1].
         num_classes: C, background included, in 2..6 (C > 2: several lesion types).
+        stripes: K in 2..8: the stripes cue (binary only); 0: none.
 
     Returns:
         ``(images, masks)``: images ``(N, H, W, 3)`` uint8 RGB, masks ``(N, H, W)`` uint8
@@ -105,6 +128,7 @@ def generate_dataset(
     if not 0.0 <= empty_fraction <= 1.0:
         raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}.")
     _check_classes(num_classes)
+    _check_stripes(stripes, num_classes)
     seq = np.random.SeedSequence(seed)
     order_seq, *sample_seqs = seq.spawn(n + 1)
     n_empty = round(empty_fraction * n)
@@ -114,7 +138,7 @@ def generate_dataset(
     masks = np.empty((n, size, size), np.uint8)
     for i, child in enumerate(sample_seqs):
         rng = np.random.default_rng(child)
-        images[i], masks[i] = generate_sample(rng, size, bool(empty[i]), num_classes)
+        images[i], masks[i] = generate_sample(rng, size, bool(empty[i]), num_classes, stripes)
     logger.debug("generated %d synthetic samples of %d² (%d empty)", n, size, n_empty)
     return images, masks
 
@@ -124,6 +148,60 @@ def _check_classes(num_classes: int) -> None:
         raise ValueError(f"num_classes must be an integer, got {num_classes!r}.")
     if not 2 <= num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be in 2..{MAX_CLASSES}, got {num_classes}.")
+
+
+def _check_stripes(stripes: int, num_classes: int) -> None:
+    if isinstance(stripes, bool) or not isinstance(stripes, int):
+        raise ValueError(f"stripes must be an integer, got {stripes!r}.")
+    if stripes != 0 and not 2 <= stripes <= MAX_STRIPES:
+        raise ValueError(f"stripes must be 0 or in 2..{MAX_STRIPES}, got {stripes}.")
+    if stripes and num_classes != 2:
+        raise ValueError(f"stripes needs num_classes = 2, got {num_classes}.")
+
+
+def stripe_angle(rng: np.random.Generator, orientations: int, lesion: bool) -> float:
+    """The stripes' wave-vector angle in [0, π) radians: of a lesion or of a look-alike.
+
+    Half a turn is cut into 2K equal sectors; a lesion takes the middle half of an even
+    sector, a look-alike of an odd one, so the two differ by at least half a sector.
+    """
+    sector = 2 * int(rng.integers(orientations)) + (0 if lesion else 1)
+    return float((sector + 0.5 + rng.uniform(-0.25, 0.25)) * np.pi / (2 * orientations))
+
+
+def _stripe_cue(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    delta: np.ndarray,
+    scale: float,
+    orientations: int,
+    empty: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint (in place) a striped lesion and one or two striped look-alikes of its colour.
+
+    Returns:
+        ``(mask, lookalikes)``: ``(H, W)`` uint8 {0, 1} each, the lesion's and the
+        look-alikes' ground-truth blobs (the lesion's is all zero when ``empty``).
+    """
+    size = image.shape[1]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    amplitude = np.float32(rng.uniform(14.0, 22.0))  # grey levels, about the colour offset's
+    masks = [np.zeros((size, size), np.uint8) for _ in range(2)]  # lesion, look-alikes
+    taken = np.zeros((size, size), np.uint8)
+    for i in range(int(rng.integers(2, 4))):
+        blob = _lesion_mask(rng, size, 2 * MIN_AREA, MAX_AREA / 3) * (1 - taken)
+        if blob.mean() < MIN_AREA:
+            continue  # no room left
+        lesion = i == 0 and not empty
+        angle = stripe_angle(rng, orientations, lesion)
+        period = np.float32(rng.uniform(4.5, 6.5) * max(size / 64.0, 1.0))
+        wave = (np.cos(angle) * xx + np.sin(angle) * yy) * np.float32(2 * np.pi) / period
+        stripes = np.cos(wave + np.float32(rng.uniform(0, 2 * np.pi)))  # (H, W)
+        alpha = _soft_alpha(rng, blob, scale)
+        image += alpha[None] * (delta + amplitude * stripes[None])
+        masks[0 if lesion else 1] |= blob
+        taken = cv2.dilate(np.maximum(taken, blob), np.ones((9, 9), np.uint8))
+    return masks[0], masks[1]
 
 
 def _paint_lesion(

@@ -120,6 +120,14 @@ class PrepareConfig(StageConfig):
         ge=2,
         le=6,
     )
+    synthetic_stripes: int = option(
+        0,
+        help="Synthetic look-alike cue: each lesion takes one of K hues and one or two "
+        "look-alikes as large as lesions take the K hues between them, so telling them apart "
+        "takes capacity (binary only; 0: the default generator).",
+        ge=0,
+        le=8,
+    )
     folds: int = option(
         0,
         help="Cross-validation folds K: a fold per image in the manifest, stratified by "
@@ -182,6 +190,13 @@ class PrepareConfig(StageConfig):
             return [f"--classes maps mask files; for '{self.dataset}' use --synthetic-classes."]
         if self.synthetic_classes != 2 and layout.needs_root:
             return ["--synthetic-classes is only for --dataset synthetic; use --classes."]
+        if self.synthetic_stripes and layout.needs_root:
+            return ["--synthetic-stripes is only for --dataset synthetic."]
+        if self.synthetic_stripes == 1 or (self.synthetic_stripes and self.synthetic_classes != 2):
+            return [
+                "--synthetic-stripes takes 0 or 2..8 and needs --synthetic-classes 2, got "
+                f"{self.synthetic_stripes} with {self.synthetic_classes} classes."
+            ]
         if self.classes is None:
             return []
         from stages.readers import parse_classes
@@ -222,6 +237,7 @@ class PrepareConfig(StageConfig):
             **({"folds": self.folds, "fold_seed": self.fold_seed_value} if self.folds else {}),
             # likewise only when set: naming and classes change which files pair and the masks
             **{k: v for k, v in self._naming_and_classes().items() if v not in ("", None, 2)},
+            **({"synthetic_stripes": self.synthetic_stripes} if self.synthetic_stripes else {}),
         }
 
     def _naming_and_classes(self) -> dict:

@@ -66,10 +66,11 @@ def _transunet_tiny(num_classes: int, img_size: int, model_name: str) -> TransUN
     return _transunet(num_classes, img_size, model_name, **TINY_TRANSUNET)
 
 
-def _unet(base: int) -> Callable[..., UNet]:
+def _unet(base: int, signed_features: bool = False) -> Callable[..., UNet]:
     def build(num_classes: int, img_size: int, model_name: str) -> UNet:
         del img_size  # a UNet takes any multiple of 16 without being told the size
-        return UNet(UNetConfig(num_classes=num_classes, base=base), model_name=model_name)
+        config = UNetConfig(num_classes=num_classes, base=base, signed_features=signed_features)
+        return UNet(config, model_name=model_name)
 
     return build
 
@@ -95,6 +96,11 @@ MODELS: dict[str, ModelSpec] = {
     # a student clearly below unet-small/unet-tiny by capacity, so a CPU-sized study has a
     # teacher–student gap to transfer (issue 10's pilot)
     "unet-micro": ModelSpec("unet-micro", "student", _unet(4), "UNet, base 4, ≈0.12 M", 16),
+    # the default run's student: far below unet-small, and its head reads signed features
+    # (a classic base-2 UNet settles at background: pipeline/models/unet.py)
+    "unet-nano": ModelSpec(
+        "unet-nano", "student", _unet(2, signed_features=True), "UNet, base 2, ≈0.03 M", 16
+    ),
     "wide-unet": ModelSpec(
         "wide-unet", "teacher", _unet(96), "UNet, base 96, ≈69.8 M (teacher alternative)", 16
     ),

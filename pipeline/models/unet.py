@@ -6,6 +6,13 @@ followed by a double conv on [up, skip], then a 1×1 conv head. Padded convoluti
 output has the input's size; sides must be multiples of 16 (four halvings). ≈31.04 M
 parameters at base 64 with 2 classes. The ``base``-channel map before the head, at full
 resolution, is the feature map returned by `forward_features`.
+
+``signed_features`` ends the last decoder conv at its BatchNorm, without the ReLU, so the
+head reads signed features. A narrow UNet needs it: behind a ReLU the head of a base-2 or
+base-4 UNet can settle with every foreground-minus-background weight negative, and then no
+pixel can ever be called foreground (p_fg <= sigmoid of the bias difference) while no
+gradient reaches the zeroed features to undo it (seen for ``unet-micro``, seed 1, and for
+base 2 on the synthetic data: reports/synthetic-capacity.md).
 """
 
 from __future__ import annotations
@@ -31,11 +38,15 @@ class UNetConfig:
 
     Attributes:
         num_classes: output classes K (>= 2, background included).
-        base: channels of the first level (64 classic, 16 small, 8 tiny, 4 micro, 96 wide).
+        base: channels of the first level (64 classic, 16 small, 8 tiny, 4 micro, 2 nano,
+            96 wide).
+        signed_features: the head reads the last BatchNorm's output, before its ReLU
+            (see the module docstring); False is the classic UNet.
     """
 
     num_classes: int = 2
     base: int = 64
+    signed_features: bool = False
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -46,18 +57,21 @@ class UNetConfig:
             raise ValueError(f"UNetConfig.base must be an integer >= 1, got {self.base!r}.")
 
 
-def double_conv(cin: int, cout: int) -> nn.Sequential:
-    """Two 3×3 conv-BN-ReLU: (B, cin, H, W) -> (B, cout, H, W)."""
-    return nn.Sequential(conv_bn_relu(cin, cout), conv_bn_relu(cout, cout))
+def double_conv(cin: int, cout: int, last_relu: bool = True) -> nn.Sequential:
+    """Two 3×3 conv-BN-ReLU (the last ReLU optional): (B, cin, H, W) -> (B, cout, H, W)."""
+    second = conv_bn_relu(cout, cout)
+    if not last_relu:
+        second[2] = nn.Identity()  # no parameters either way: the state-dict keys stay
+    return nn.Sequential(conv_bn_relu(cin, cout), second)
 
 
 class Up(nn.Module):
     """Transposed conv ×2 halving the channels, concat skip, double conv."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, last_relu: bool = True) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(cin, cin // 2, kernel_size=2, stride=2)
-        self.conv = double_conv(cin, cout)
+        self.conv = double_conv(cin, cout, last_relu)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         """(B, cin, h, w) + skip (B, cin/2, 2h, 2w) -> (B, cout, 2h, 2w)."""
@@ -89,7 +103,11 @@ class UNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         pairs = list(itertools.pairwise(widths))  # (base, 2·base), …, (8·base, 16·base)
         self.downs = nn.ModuleList(double_conv(a, b) for a, b in pairs)
-        self.ups = nn.ModuleList(Up(b, a) for a, b in reversed(pairs))
+        ups = list(reversed(pairs))
+        self.ups = nn.ModuleList(
+            Up(b, a, last_relu=not (cfg.signed_features and i == len(ups) - 1))
+            for i, (a, b) in enumerate(ups)
+        )
         self.head = nn.Conv2d(widths[0], cfg.num_classes, kernel_size=1)
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -21,9 +21,10 @@ NAMES = [
     "unet-small",
     "unet-tiny",
     "unet-micro",
+    "unet-nano",
     "wide-unet",
 ]
-TINY = ["transunet-tiny", "unet-tiny", "unet-micro", "unet-small"]
+TINY = ["transunet-tiny", "unet-tiny", "unet-micro", "unet-nano", "unet-small"]
 
 
 def test_registry_is_the_literal_set_of_names() -> None:
@@ -61,6 +62,7 @@ def test_tiny_models_follow_the_network_contract(name: str, num_classes: int) ->
         ("unet-small", 1_942_594),
         ("unet-tiny", 486_562),
         ("unet-micro", 122_098),
+        ("unet-nano", 30_754),
         ("wide-unet", 69_823_874),
     ],
 )
