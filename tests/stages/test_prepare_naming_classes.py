@@ -87,6 +87,11 @@ def test_ph2_per_case_tree_with_glob(tmp_path: Path) -> None:
         (("--dataset", "synthetic", "--classes", "bg=0,a=1"), "for 'synthetic' use --synthetic-classes"),
         (("--dataset", "folder", "--synthetic-classes", "3"), "--synthetic-classes is only for --dataset synthetic"),
         (("--dataset", "synthetic", "--synthetic-classes", "9"), "--synthetic-classes"),
+        (("--dataset", "folder", "--synthetic-stripes", "4"), "--synthetic-stripes is only for --dataset synthetic"),
+        (("--dataset", "synthetic", "--synthetic-stripes", "1"), "--synthetic-stripes takes 0 or 2..8"),
+        (("--dataset", "synthetic", "--synthetic-stripes", "4", "--synthetic-classes", "3"),
+         "needs --synthetic-classes 2, got 4 with 3 classes"),
+        (("--dataset", "synthetic", "--synthetic-stripes", "9"), "--synthetic-stripes"),
     ],
 )  # fmt: skip
 def test_bad_options_are_one_message_naming_the_flag(
@@ -164,6 +169,18 @@ def test_synthetic_classes(tmp_path: Path) -> None:
     assert set(np.unique(_masks(out))) == {0, 1, 2}
 
 
+def test_synthetic_stripes(tmp_path: Path) -> None:
+    out = tmp_path / "stripes.zarr"
+    code, output = prepare("--dataset", "synthetic", "--out", out, "--count", 10,
+                           "--synthetic-stripes", 4)  # fmt: skip
+    assert code == 0, output
+    store = open_dataset_store(out)
+    plain = tmp_path / "plain.zarr"
+    assert prepare("--dataset", "synthetic", "--out", plain, "--count", 10)[0] == 0
+    assert store.classes == ["background", "lesion"]
+    assert not np.array_equal(np.asarray(store.images[:]), np.asarray(open_dataset_store(plain).images[:]))
+
+
 def test_new_options_leave_existing_digests_alone_and_count_when_set(tmp_path: Path) -> None:
     plain = PrepareConfig("synthetic", tmp_path / "a.zarr")
     assert set(plain.identity()) == {
@@ -171,6 +188,8 @@ def test_new_options_leave_existing_digests_alone_and_count_when_set(tmp_path: P
     }  # fmt: skip
     three = PrepareConfig("synthetic", tmp_path / "a.zarr", synthetic_classes=3)
     assert three.identity()["synthetic_classes"] == 3 and three.digest() != plain.digest()
+    striped = PrepareConfig("synthetic", tmp_path / "a.zarr", synthetic_stripes=4)
+    assert striped.identity()["synthetic_stripes"] == 4 and striped.digest() != plain.digest()
     suffix_tree(tmp_path / "raw", "_mask", n=2)
     a = PrepareConfig("folder", tmp_path / "f.zarr", root=tmp_path / "raw", mask_suffix="_mask")
     b = PrepareConfig("folder", tmp_path / "f.zarr", root=tmp_path / "raw", mask_suffix="_m")

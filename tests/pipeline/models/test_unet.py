@@ -32,11 +32,46 @@ def test_reference_parameter_count() -> None:
     assert abs(n - 31.0e6) / 31.0e6 < 0.01
 
 
-@pytest.mark.parametrize(("base", "num_classes"), [(16, 2), (8, 3), (4, 2), (96, 2)])
-def test_other_widths_match_hand_count(base: int, num_classes: int) -> None:
+@pytest.mark.parametrize(("base", "num_classes"), [(16, 2), (8, 3), (4, 2), (2, 2), (96, 2)])
+@pytest.mark.parametrize("signed", [False, True])
+def test_other_widths_match_hand_count(base: int, num_classes: int, signed: bool) -> None:
     with torch.device("meta"):
-        model = UNet(UNetConfig(base=base, num_classes=num_classes))
+        model = UNet(UNetConfig(base=base, num_classes=num_classes, signed_features=signed))
     assert _count(model) == _expected(base, num_classes)
+
+
+def _trapped_head(model: UNet) -> float:
+    """Give every feature a negative foreground-minus-background weight; the bias gap."""
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.weight[1] = -0.5  # (K, F, 1, 1): foreground row
+        model.head.bias.copy_(torch.tensor([0.3, -0.1]))
+    return -0.4  # b_fg - b_bg
+
+
+def test_signed_features_let_the_head_leave_the_background_trap() -> None:
+    """Behind a ReLU the features are >= 0, so negative weights cap p_fg at sigmoid(b_fg - b_bg)
+    for every input; the signed features' head is not capped."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    # train mode: BatchNorm normalises with the batch's statistics, unit-scale features
+    classic = UNet(UNetConfig(base=2)).train()
+    signed = UNet(UNetConfig(base=2, signed_features=True)).train()
+    signed.load_state_dict(classic.state_dict())  # the same parameters, key for key
+    cap = torch.sigmoid(torch.tensor(_trapped_head(classic)))
+    _trapped_head(signed)
+    with torch.no_grad():
+        p_classic = classic(x).softmax(1)[:, 1]
+        logits, features = signed.forward_features(x)
+    assert p_classic.max() <= cap + 1e-6
+    assert (features < 0).any()  # signed
+    assert logits.softmax(1)[:, 1].max() > cap + 0.05
+    # one ReLU fewer, the last decoder conv's; the same maps otherwise
+    torch.testing.assert_close(features.clamp(min=0), classic.forward_features(x)[1])
+    assert isinstance(classic.ups[-1].conv[1][2], torch.nn.ReLU)
+    assert sum(isinstance(m, torch.nn.ReLU) for m in signed.modules()) == (
+        sum(isinstance(m, torch.nn.ReLU) for m in classic.modules()) - 1
+    )
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
