@@ -174,7 +174,11 @@ def _record(pair: RawPair, loaded: LoadedPair, split: str, root: Path) -> dict:
 def _synthetic(cfg: PrepareConfig) -> Prepared:
     """Generate ``count`` images; empty samples are split as their own stratum."""
     images, masks = generate_dataset(
-        cfg.count, cfg.size, cfg.seed, num_classes=cfg.synthetic_classes, stripes=cfg.synthetic_stripes
+        cfg.count,
+        cfg.size,
+        cfg.seed,
+        num_classes=cfg.synthetic_classes,
+        stripes=cfg.synthetic_stripes,
     )
     ids = [f"synth_{i:05d}" for i in range(cfg.count)]
     empty = ~masks.reshape(cfg.count, -1).any(axis=1)  # (N, H, W) -> (N, H*W) -> (N,)

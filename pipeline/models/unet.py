@@ -59,10 +59,11 @@ class UNetConfig:
 
 def double_conv(cin: int, cout: int, last_relu: bool = True) -> nn.Sequential:
     """Two 3×3 conv-BN-ReLU (the last ReLU optional): (B, cin, H, W) -> (B, cout, H, W)."""
+    first = conv_bn_relu(cin, cout)  # built first: the same initialisation for a seed as ever
     second = conv_bn_relu(cout, cout)
     if not last_relu:
         second[2] = nn.Identity()  # no parameters either way: the state-dict keys stay
-    return nn.Sequential(conv_bn_relu(cin, cout), second)
+    return nn.Sequential(first, second)
 
 
 class Up(nn.Module):

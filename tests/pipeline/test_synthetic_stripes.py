@@ -48,7 +48,9 @@ def test_painted_stripes_run_at_the_drawn_orientations(seed: int) -> None:
     orientations, size = 2, 128
     image = np.zeros((3, size, size), np.float32)
     delta = np.zeros((3, 1, 1), np.float32)  # stripes only
-    mask, lookalikes = _stripe_cue(np.random.default_rng(seed), image, delta, 1.0, orientations, False)
+    mask, lookalikes = _stripe_cue(
+        np.random.default_rng(seed), image, delta, 1.0, orientations, False
+    )
     grey = image.mean(0).astype(np.float64)
     assert mask.any() and lookalikes.any()
     assert int(_sector(_orientation(grey, mask), orientations)) % 2 == 0
@@ -70,7 +72,7 @@ def test_the_mask_is_the_lesion_and_the_lookalikes_lie_apart_from_it() -> None:
             with_lookalikes += 1
             near = cv2.dilate(mask, np.ones((9, 9), np.uint8))
             assert not (near & lookalikes).any()  # 4 px apart at least
-            n, _, stats, _ = cv2.connectedComponentsWithStats(lookalikes)
+            _, _, stats, _ = cv2.connectedComponentsWithStats(lookalikes)
             assert stats[1:, cv2.CC_STAT_AREA].min() >= MIN_AREA * 64 * 64  # lesion-sized
     assert with_lookalikes >= 30
 

@@ -178,7 +178,9 @@ def test_synthetic_stripes(tmp_path: Path) -> None:
     plain = tmp_path / "plain.zarr"
     assert prepare("--dataset", "synthetic", "--out", plain, "--count", 10)[0] == 0
     assert store.classes == ["background", "lesion"]
-    assert not np.array_equal(np.asarray(store.images[:]), np.asarray(open_dataset_store(plain).images[:]))
+    assert not np.array_equal(
+        np.asarray(store.images[:]), np.asarray(open_dataset_store(plain).images[:])
+    )
 
 
 def test_new_options_leave_existing_digests_alone_and_count_when_set(tmp_path: Path) -> None:
