@@ -122,9 +122,9 @@ class PrepareConfig(StageConfig):
     )
     synthetic_stripes: int = option(
         0,
-        help="Synthetic look-alike cue: each lesion takes one of K hues and one or two "
-        "look-alikes as large as lesions take the K hues between them, so telling them apart "
-        "takes capacity (binary only; 0: the default generator).",
+        help="Synthetic capacity cue: the lesion and one or two look-alikes of its colour "
+        "and size carry stripes, the lesion's at one of K orientations, the look-alikes' at "
+        "the K between them (binary only; 0: the plain generator).",
         ge=0,
         le=8,
     )
