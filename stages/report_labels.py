@@ -8,6 +8,7 @@ result is all-correct) — with a histogram of the foreground probability SC gav
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 
 from pipeline.variants import VARIANTS, sc_base
 from stages.report_stats import histogram
+
+logger = logging.getLogger(__name__)
 
 BINS = 10
 
@@ -158,6 +161,21 @@ def team_checkpoints(paths: list[Path]) -> Iterator[tuple[Any, int | None, str, 
             yield store, fold, role, meta
 
 
+def _recomputed_bands(meta: dict) -> dict | None:
+    """A boundary assistant's BT bands from its recorded options; None when they cannot be
+    recomputed here (another kind, or its dataset store is not readable from here)."""
+    from stages.train_assistant import recompute_bt_bands
+
+    options = meta.get("config", {}).get("stage", {})
+    if options.get("kind") != "boundary":
+        return None
+    try:
+        return {"bt_bands": recompute_bt_bands(options), "recomputed": True}
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        logger.info("BT bands of %s not recomputed: %s", options.get("out"), err)
+        return None
+
+
 def team_lines(paths: list[Path]) -> list[str]:
     """What the assistants trained on, per label store (fold): TA_f's false-pixel queues at the
     end of training and TA_b's band and interior sizes, from the diagnostics each assistant
@@ -166,7 +184,7 @@ def team_lines(paths: list[Path]) -> list[str]:
            "|---|---|---|---|"]  # fmt: skip
     bt = ["| fold | class | images | band px per image | interior px per image | "
           "images without interior |", "|---|---|---|---|---|---|"]  # fmt: skip
-    missing, unreadable = [], []
+    missing, unreadable, recomputed = [], [], []
     for store, fold_id, role, meta in team_checkpoints(paths):
         if not role.startswith("assistant"):
             continue
@@ -174,10 +192,12 @@ def team_lines(paths: list[Path]) -> list[str]:
         if meta is None:
             unreadable.append(f"{role} (fold {fold})")
             continue
-        diag = meta.get("extra", {}).get("diagnostics")
+        diag = meta.get("extra", {}).get("diagnostics") or _recomputed_bands(meta)
         if not diag:
             missing.append(f"{role} (fold {fold})")
             continue
+        if "recomputed" in diag:
+            recomputed.append(f"{role} (fold {fold})")
         for q in diag.get("fig_queues", []):
             rgb = ", ".join(f"{v:.3f}" for v in q["mean"])
             fig.append(f"| {fold} | {store.classes[q['class']]} | {q['fill']} / {q['length']} "
@@ -190,6 +210,13 @@ def team_lines(paths: list[Path]) -> list[str]:
         lines += ["TA_f's false-pixel queues at the end of its training (FIG):", "", *fig, ""]
     if len(bt) > 2:
         lines += ["TA_b's boundary bands on the train masks (BT, at its δ):", "", *bt, ""]
+    if recomputed:
+        lines += [
+            "The bands of " + ", ".join(recomputed) + " were recomputed from the options "
+            "recorded in their checkpoints (the same train masks at the same δ), which "
+            "predate plc-kd recording them.",
+            "",
+        ]
     if missing:
         lines.append(
             "Not recorded for " + ", ".join(missing) + ": those checkpoints were trained before "

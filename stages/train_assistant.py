@@ -45,11 +45,31 @@ def _boundary_transform(cfg: AssistantConfig, size: int, num_classes: int):
     return transform
 
 
-def _band_sizes(cfg: AssistantConfig, train: SplitData, size: int, num_classes: int) -> list:
+def _band_sizes(bt_delta: int, train: SplitData, size: int, num_classes: int) -> list:
     """BT's band and interior sizes per class over the train masks, at the delta BT uses."""
     from pipeline.bt import band_sizes, scaled_delta
 
-    return band_sizes(train.masks.long(), scaled_delta(cfg.bt_delta, size), num_classes)
+    return band_sizes(train.masks.long(), scaled_delta(bt_delta, size), num_classes)
+
+
+def recompute_bt_bands(options: dict) -> list:
+    """The BT bands a boundary assistant's checkpoint records, from its recorded options.
+
+    For checkpoints trained before the bands were recorded: they depend only on the train
+    masks the assistant saw (its fold's train split less the val images) and its delta,
+    so they come out as training would have recorded them.
+
+    Args:
+        options: the checkpoint's ``config["stage"]`` (``data``, ``fold``, ``val_fraction``,
+            ``bt_delta``).
+
+    Raises:
+        FileNotFoundError, KeyError, ValueError: the dataset store cannot be opened from
+            here or the options lack a field.
+    """
+    store = open_store(Path(options["data"]), options.get("fold"))
+    train, _ = split_validation(load_split(store, "train"), options["val_fraction"])
+    return _band_sizes(options["bt_delta"], train, store.size[0], len(store.classes))
 
 
 class FalsePixelBatches:
@@ -157,7 +177,7 @@ def run(cfg: AssistantConfig) -> Path:
     train_cfg = make_train_config(cfg)
     device = resolve_device(cfg.device)
     if cfg.kind == "boundary":
-        diagnostics = {"bt_bands": _band_sizes(cfg, train, size, n_classes)}
+        diagnostics = {"bt_bands": _band_sizes(cfg.bt_delta, train, size, n_classes)}
         history = train_segmenter(
             model,
             train,

@@ -194,6 +194,35 @@ def test_report_has_a_row_per_variant(chain: dict[str, Path]) -> None:
     assert "Not recorded for" not in text
 
 
+def test_bt_bands_of_an_older_checkpoint_are_recomputed_as_recorded(
+    chain: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TA_b checkpoint without diagnostics (trained before they were recorded): the report
+    recomputes its bands from the options it recorded, equal to what training records."""
+    from pipeline import checkpoint
+    from stages.report_labels import team_lines
+    from stages.train_assistant import recompute_bt_bands
+
+    meta = checkpoint.load_checkpoint(chain["bd"])
+    recorded = meta["extra"]["diagnostics"]["bt_bands"]
+    assert recorded and recompute_bt_bands(meta["config"]["stage"]) == recorded
+    load = checkpoint.load_checkpoint
+
+    def older(path):
+        old = load(path)
+        old["extra"].pop("diagnostics", None)
+        return old
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", older)
+    lines = team_lines([chain["labels"]])
+    rows = [line for line in lines if line.startswith("| – | lesion |")]
+    assert len(rows) == 1 and "TA_b's boundary bands on the train masks (BT, at its δ):" in lines
+    assert any(
+        line.startswith("The bands of assistant_bd (fold –) were recomputed") for line in lines
+    )
+    assert lines[-1].startswith("Not recorded for assistant_fp (fold –):")  # FIG: not recomputable
+
+
 def test_distill_outputs(chain: dict[str, Path]) -> None:
     for v in VARIANTS:
         run = chain["runs"] / v
