@@ -166,11 +166,12 @@ def _recomputed_bands(meta: dict) -> dict | None:
     recomputed here (another kind, or its dataset store is not readable from here)."""
     from stages.train_assistant import recompute_bt_bands
 
-    options = meta.get("config", {}).get("stage", {})
+    config = meta.get("config", {})
+    options = config.get("stage", {})
     if options.get("kind") != "boundary":
         return None
     try:
-        return {"bt_bands": recompute_bt_bands(options), "recomputed": True}
+        return {"bt_bands": recompute_bt_bands(config), "recomputed": True}
     except (FileNotFoundError, KeyError, ValueError) as err:
         logger.info("BT bands of %s not recomputed: %s", options.get("out"), err)
         return None

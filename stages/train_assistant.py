@@ -52,22 +52,25 @@ def _band_sizes(bt_delta: int, train: SplitData, size: int, num_classes: int) ->
     return band_sizes(train.masks.long(), scaled_delta(bt_delta, size), num_classes)
 
 
-def recompute_bt_bands(options: dict) -> list:
-    """The BT bands a boundary assistant's checkpoint records, from its recorded options.
+def recompute_bt_bands(config: dict) -> list:
+    """The BT bands a boundary assistant's checkpoint records, from its recorded config.
 
     For checkpoints trained before the bands were recorded: they depend only on the train
     masks the assistant saw (its fold's train split less the val images) and its delta,
     so they come out as training would have recorded them.
 
     Args:
-        options: the checkpoint's ``config["stage"]`` (``data``, ``fold``, ``val_fraction``,
-            ``bt_delta``).
+        config: the checkpoint's ``config``: ``stage`` (its options: ``data``, ``fold``,
+            ``val_fraction``, ``bt_delta``) and ``manifest_sha256``.
 
     Raises:
         FileNotFoundError, KeyError, ValueError: the dataset store cannot be opened from
-            here or the options lack a field.
+            here, is not the one the assistant trained on, or a field is missing.
     """
+    options = config["stage"]
     store = open_store(Path(options["data"]), options.get("fold"))
+    if store.manifest_sha256 != config["manifest_sha256"]:
+        raise ValueError(f"{options['data']} is not the dataset store the assistant trained on")
     train, _ = split_validation(load_split(store, "train"), options["val_fraction"])
     return _band_sizes(options["bt_delta"], train, store.size[0], len(store.classes))
 

@@ -205,7 +205,10 @@ def test_bt_bands_of_an_older_checkpoint_are_recomputed_as_recorded(
 
     meta = checkpoint.load_checkpoint(chain["bd"])
     recorded = meta["extra"]["diagnostics"]["bt_bands"]
-    assert recorded and recompute_bt_bands(meta["config"]["stage"]) == recorded
+    assert recorded and recompute_bt_bands(meta["config"]) == recorded
+    other = {**meta["config"], "manifest_sha256": "0" * 64}  # a store it did not train on
+    with pytest.raises(ValueError, match="is not the dataset store the assistant trained on"):
+        recompute_bt_bands(other)
     load = checkpoint.load_checkpoint
 
     def older(path):
