@@ -84,6 +84,16 @@ def test_generated_masks_are_binary_and_empty_samples_hold_only_lookalikes() -> 
     assert empty.sum() == 3
     again = generate_dataset(12, 64, seed=2, empty_fraction=0.25, stripes=4)
     np.testing.assert_array_equal(images, again[0])  # seeded like the rest
+    rng = np.random.default_rng(5)
+    for _ in range(10):  # an empty sample: no lesion, but its look-alikes are painted
+        image = np.zeros((3, 64, 64), np.float32)
+        mask, lookalikes = _stripe_cue(
+            rng, image, np.zeros((3, 1, 1), np.float32), 64 / 224, 4, True
+        )
+        assert not mask.any() and lookalikes.any()
+        assert (
+            np.abs(image[:, lookalikes > 0]).mean() > 5 * np.abs(image[:, lookalikes == 0]).mean()
+        )
 
 
 @pytest.mark.parametrize(
