@@ -1,4 +1,4 @@
-"""Reading a store without plc: xarray, dask and the README's snippets, run as written."""
+"""Reading a store without plc: xarray, dask and the snippets of docs/store.md, run as written."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from label_helpers import IDS, VARS, soft_maps, write_all
 
 from storage_schema import decode_logprobs, open_dataset_store, open_label_store
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "store.md"
 SECTION = "### Reading a store without plc"
 
 
 def readme_snippets() -> list[str]:
-    """The ```python blocks of the README section, in order."""
-    text = README.read_text()
+    """The ```python blocks of the docs/store.md section, in order."""
+    text = DOC.read_text()
     start = text.index(SECTION)
     end = re.search(r"^#{1,3} ", text[start + len(SECTION) :], flags=re.M)
     body = text[start : start + len(SECTION) + (end.start() if end else len(text))]
@@ -60,7 +60,7 @@ def test_readme_snippets_run_and_agree_with_plc(site: Path) -> None:
     assert len(snippets) == 3  # zarr, xarray, dask
     ns: dict = {}
     for code in snippets:
-        exec(compile(code, f"{README}:{SECTION}", "exec"), ns)  # the README, as written
+        exec(compile(code, f"{DOC}:{SECTION}", "exec"), ns)  # the docs page, as written
     labels = open_label_store(site / "labels" / "synthetic.zarr")
     assert ns["ids"].tolist() == IDS
     np.testing.assert_allclose(ns["probs"], np.exp(labels.read("plc", 0)), rtol=1e-5, atol=1e-7)
