@@ -132,6 +132,40 @@ def kd_loss(student_logits: Tensor, teacher_logp: Tensor, tau: float = 1.0) -> T
     return kl.sum(dim=1).mean() * tau**2
 
 
+def masked_kd_loss(
+    student_logits: Tensor, teacher_logp: Tensor, mask: Tensor, tau: float = 1.0
+) -> Tensor:
+    """:func:`kd_loss` over the pixels of ``mask`` only, normalised by their count.
+
+    ``plc distill --kd-pixels correct``: the "don't correct, mask" control, KD only where the
+    soft label's argmax equals the GT. A mask that keeps every pixel returns exactly
+    :func:`kd_loss` (the same operations, so the same bits); one that keeps none returns 0
+    (still connected to the graph).
+
+    Args:
+        student_logits: (B, K, H, W) student logits.
+        teacher_logp: (B, K, H, W) teacher log-probabilities.
+        mask: (B, H, W) bool, the pixels that carry the KD term.
+        tau: temperature > 0.
+
+    Returns:
+        Scalar loss: τ² · Σ_masked KL / #masked.
+    """
+    _check_pair(student_logits, teacher_logp)
+    b, _, h, w = student_logits.shape
+    check_shape(mask, f"{b} {h} {w}", "mask")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be bool, got {mask.dtype}.")
+    if bool(mask.all()):
+        return kd_loss(student_logits, teacher_logp, tau)
+    log_ps, log_pt = soften(student_logits, tau), soften(teacher_logp, tau)
+    kl = F.kl_div(log_ps, log_pt, log_target=True, reduction="none").sum(dim=1)  # (B, H, W)
+    count = mask.sum()
+    if int(count) == 0:
+        return (kl * 0.0).sum()
+    return kl[mask].sum() / count * tau**2
+
+
 def cwd_loss(
     student_logits: Tensor,
     teacher_logp: Tensor,

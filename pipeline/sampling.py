@@ -22,6 +22,7 @@ __all__ = [
     "VAL_SEED",
     "foreground_weights",
     "foreground_weights_from_counts",
+    "fraction_subset",
     "step_batches",
     "validation_indices",
 ]
@@ -148,3 +149,37 @@ def validation_indices(n: int, fraction: float, seed: int = VAL_SEED) -> np.ndar
     k = int(min(max(round(n * fraction), 1), n - 1))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2, 0]))
     return np.sort(rng.permutation(n)[:k]).astype(np.int64)
+
+
+def fraction_subset(empty: np.ndarray, fraction: float, seed: int = VAL_SEED) -> np.ndarray:
+    """Sorted positions of a seeded, stratified ``fraction`` of the images (``--train-fraction``).
+
+    Stratified as the folds are (:func:`stages.folds.assign_folds`): images with foreground and
+    empty images are subsampled separately, each keeping ``round(n_stratum * fraction)`` images
+    (at least one of a non-empty stratum). Each stratum's order is one seeded permutation and
+    the subset is its prefix, so the subsets are nested: the 25 % subset lies inside the 50 %
+    one. The subset depends on the images' emptiness and ``seed`` only, never on a run's seed,
+    so every variant and seed of a fold trains on the same images.
+
+    Args:
+        empty: (n,) bool, True where an image's mask has no foreground.
+        fraction: share kept, in (0, 1]; 1 keeps every position.
+        seed: the subset's seed.
+
+    Returns:
+        (k,) int64 sorted positions in ``[0, n)``.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train fraction must be in (0, 1], got {fraction}.")
+    flags = np.asarray(empty, dtype=bool)
+    if fraction == 1.0:
+        return np.arange(len(flags), dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 3, 0]))
+    kept = []
+    for stratum in (False, True):
+        members = np.flatnonzero(flags == stratum)
+        if len(members) == 0:
+            continue
+        k = max(1, round(len(members) * fraction))
+        kept.append(members[rng.permutation(len(members))[:k]])
+    return np.sort(np.concatenate(kept)).astype(np.int64)

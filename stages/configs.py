@@ -479,6 +479,23 @@ class DistillConfig(TrainOptions):
     lam: float = option(1.0, help="Weight λ of the KD term.", flag="--lambda", ge=0)
     tau: float = option(1.0, help="Temperature τ.", gt=0)
     live: bool = option(False, help="Compute labels with the team every step.")
+    kd_pixels: str = option(
+        "all",
+        help="Pixels that carry the KD term: 'all', or 'correct' (only where the variant's "
+        "argmax equals the GT, normalised by their count; L_Seg stays on every pixel). "
+        "'correct' with 'teacher' is the masked control; with an all-correct variant it "
+        "changes nothing. --loss kd only.",
+        choices=("all", "correct"),
+    )
+    train_fraction: float = option(
+        1.0,
+        help="Share of the train split the student sees: seeded and stratified by empty masks "
+        "as the folds are, nested (a smaller share's images lie inside a larger one's), the same for "
+        "every variant and seed; the held-out val images stay out of it. The team keeps the "
+        "whole fold.",
+        gt=0,
+        le=1,
+    )
     num_workers: int = option(
         2,
         help="DataLoader worker processes reading the stores (0: read in the training "
@@ -496,9 +513,19 @@ class DistillConfig(TrainOptions):
     )
 
     def problems(self) -> list[str]:
+        found = []
         if self.live and self.variant == "none":
-            return ["--live needs a --variant other than 'none' (the baseline uses no labels)."]
-        return []
+            found.append(
+                "--live needs a --variant other than 'none' (the baseline uses no labels)."
+            )
+        if self.kd_pixels == "correct" and self.loss != "kd":
+            found.append(
+                "--kd-pixels correct masks the pixel-wise KD term: use it with --loss kd "
+                f"(got --loss {self.loss})."
+            )
+        if self.kd_pixels == "correct" and self.variant == "none":
+            found.append("--kd-pixels correct needs a --variant other than 'none' (no KD term).")
+        return found
 
 
 @dataclass(frozen=True)

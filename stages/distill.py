@@ -39,6 +39,21 @@ def _val_split(cfg: DistillConfig, store) -> tuple[np.ndarray, np.ndarray | None
     return np.setdiff1d(np.arange(n), val), val
 
 
+def _train_subset(cfg: DistillConfig, store, keep: np.ndarray) -> np.ndarray:
+    """``keep`` cut to ``--train-fraction`` of it (stratified by empty masks, nested, seeded
+    independently of the run's seed: every variant and seed of a fold sees the same images)."""
+    if cfg.train_fraction == 1.0:
+        return keep
+    from pipeline.sampling import fraction_subset
+
+    empty = foreground_pixels(store, store.indices("train")[keep]) == 0
+    kept = keep[fraction_subset(empty, cfg.train_fraction)]
+    logger.info(
+        "--train-fraction %g: %d of %d train images", cfg.train_fraction, len(kept), len(keep)
+    )
+    return kept
+
+
 def _plan(cfg: DistillConfig, store, keep: np.ndarray):
     """epoch -> index batches (positions in the train split, drawn from ``keep``), seeded by
     ``cfg.seed`` only; with every position kept, the batches index the split directly."""
@@ -104,7 +119,8 @@ def _stream(cfg: DistillConfig, store, label_store, keep, device: torch.device, 
 
 
 def _step(cfg: DistillConfig):
-    from pipeline.losses import cwd_loss, kd_loss, seg_loss
+    from pipeline.check import class_argmax
+    from pipeline.losses import cwd_loss, kd_loss, masked_kd_loss, seg_loss
 
     response = kd_loss if cfg.loss == "kd" else cwd_loss
 
@@ -113,7 +129,10 @@ def _step(cfg: DistillConfig):
         seg = seg_loss(logits, batch[1])
         if len(batch) == 2:
             return {"loss": seg, "seg": seg}
-        kd = response(logits, batch[2], cfg.tau)
+        if cfg.kd_pixels == "correct":  # KD only where the label's argmax is the GT
+            kd = masked_kd_loss(logits, batch[2], class_argmax(batch[2], 1) == batch[1], cfg.tau)
+        else:
+            kd = response(logits, batch[2], cfg.tau)
         return {"loss": seg + cfg.lam * kd, "seg": seg, cfg.loss: kd}
 
     return step
@@ -140,6 +159,7 @@ def run(cfg: DistillConfig) -> Path:
     check_input_size(cfg.student, height, width)
     device = resolve_device(cfg.device)
     keep, val = _val_split(cfg, store)
+    keep = _train_subset(cfg, store, keep)
     live = _live_labels(cfg, store, label_store, device) if cfg.live else None
     stream = _stream(cfg, store, label_store, keep, device, live)
     seed_everything(cfg.seed)

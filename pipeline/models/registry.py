@@ -101,6 +101,22 @@ MODELS: dict[str, ModelSpec] = {
     "unet-nano": ModelSpec(
         "unet-nano", "student", _unet(2, signed_features=True), "UNet, base 2, ≈0.03 M", 16
     ),
+    # unet-micro / unet-tiny with unet-nano's signed head, for the KD-regime sweep (issue 17):
+    # a classic unet-micro seed scored 0 Dice for every variant at 200 and 400 steps on fold 0
+    "unet-micro-signed": ModelSpec(
+        "unet-micro-signed",
+        "student",
+        _unet(4, signed_features=True),
+        "UNet, base 4, head on signed features, ≈0.12 M",
+        16,
+    ),
+    "unet-tiny-signed": ModelSpec(
+        "unet-tiny-signed",
+        "student",
+        _unet(8, signed_features=True),
+        "UNet, base 8, head on signed features, ≈0.49 M",
+        16,
+    ),
     "wide-unet": ModelSpec(
         "wide-unet", "teacher", _unet(96), "UNet, base 96, ≈69.8 M (teacher alternative)", 16
     ),

@@ -207,3 +207,27 @@ def test_cwd_tau_scaling_and_errors() -> None:
         cwd_loss(s, t, student_space="probs")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tau must be a positive temperature"):
         cwd_loss(s, t, tau=-1.0)
+
+
+def test_masked_kd_loss_is_the_kl_mean_over_the_masked_pixels_only() -> None:
+    from pipeline.losses import kd_loss, masked_kd_loss
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    t = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64).log_softmax(1)
+    mask = torch.rand(2, 4, 5, generator=g) > 0.4
+    tau = 2.0
+    # oracle from the formula: τ² Σ_masked Σ_k p_t log(p_t / p_s) / #masked, at temperature τ
+    pt, ps = (t / tau).softmax(1), (s / tau).softmax(1)
+    kl = (pt * (pt.log() - ps.log())).sum(1)
+    expected = kl[mask].sum() / mask.sum() * tau**2
+    assert torch.allclose(masked_kd_loss(s, t, mask, tau), expected, rtol=1e-12)
+    everything = torch.ones(2, 4, 5, dtype=torch.bool)
+    assert torch.equal(masked_kd_loss(s, t, everything, tau), kd_loss(s, t, tau))  # same bits
+    s.requires_grad_(True)
+    none = masked_kd_loss(s, t, torch.zeros(2, 4, 5, dtype=torch.bool), tau)
+    assert none.item() == 0.0
+    none.backward()
+    assert torch.equal(s.grad, torch.zeros_like(s))
+    with pytest.raises(ValueError, match="mask must be bool"):
+        masked_kd_loss(s, t, everything.long(), tau)

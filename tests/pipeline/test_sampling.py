@@ -109,3 +109,20 @@ def test_validation_indices_are_seeded_sorted_and_leave_training_images() -> Non
         validation_indices(10, 0.0)
     with pytest.raises(ValueError, match="needs >= 2 training images"):
         validation_indices(1, 0.5)
+
+
+def test_fraction_subset_is_stratified_nested_and_seeded() -> None:
+    from pipeline.sampling import fraction_subset
+
+    empty = np.array([False] * 30 + [True] * 10)
+    half, quarter = fraction_subset(empty, 0.5), fraction_subset(empty, 0.25)
+    assert (empty[half] == False).sum() == 15 and empty[half].sum() == 5  # noqa: E712
+    assert (empty[quarter] == False).sum() == 8 and empty[quarter].sum() == 2  # round(7.5) = 8  # noqa: E712
+    assert np.isin(quarter, half).all()  # nested
+    assert np.array_equal(half, np.sort(half)) and len(set(half.tolist())) == len(half)
+    assert np.array_equal(half, fraction_subset(empty, 0.5))  # the same every call
+    assert not np.array_equal(half, fraction_subset(empty, 0.5, seed=1))
+    assert np.array_equal(fraction_subset(empty, 1.0), np.arange(40))
+    assert len(fraction_subset(np.array([True, False]), 0.1)) == 2  # each stratum keeps one
+    with pytest.raises(ValueError, match="train fraction must be in"):
+        fraction_subset(empty, 0.0)

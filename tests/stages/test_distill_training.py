@@ -88,3 +88,68 @@ def test_without_val_fraction_the_plan_indexes_the_whole_split(stores) -> None:
     assert val is None and np.array_equal(keep, np.arange(len(store.indices("train"))))
     batches = _plan(cfg, store, keep)(0)
     assert len(batches) == 5 and all(len(b) == 4 for b in batches)
+
+
+def _student_bytes(out: Path) -> dict:
+    import torch
+
+    return torch.load(out / "student.pt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_kd_pixels_correct_changes_nothing_on_an_all_correct_variant(stores, tmp_path) -> None:
+    # loader_stores' `plc` is all-correct: the masked KD term is the plain one, bit for bit
+    import torch
+
+    run = ("--epochs", 2, "--steps-per-epoch", 2, "--variant", "plc", "--allow-weak-teacher")
+    a, b = tmp_path / "all", tmp_path / "correct"
+    assert _distill(stores, a, *run).exit_code == 0
+    result = _distill(stores, b, *run, "--kd-pixels", "correct")
+    assert result.exit_code == 0, result.output
+    wa, wb = _student_bytes(a), _student_bytes(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_kd_pixels_correct_masks_the_teachers_false_pixels(stores, tmp_path) -> None:
+    # the noisy `teacher` row has false pixels: masking them trains other weights
+    import torch
+
+    run = ("--epochs", 2, "--steps-per-epoch", 2, "--variant", "teacher", "--allow-weak-teacher")
+    a, b = tmp_path / "all", tmp_path / "correct"
+    assert _distill(stores, a, *run).exit_code == 0
+    assert _distill(stores, b, *run, "--kd-pixels", "correct").exit_code == 0
+    wa, wb = _student_bytes(a), _student_bytes(b)
+    assert not all(torch.equal(wa[k], wb[k]) for k in wa)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert ma["init_sha256"] == mb["init_sha256"] and ma["batches_sha256"] == mb["batches_sha256"]
+
+
+def test_kd_pixels_correct_refuses_cwd_and_the_baseline(stores, tmp_path) -> None:
+    result = _distill(stores, tmp_path / "r", "--variant", "none", "--loss", "cwd",
+                      "--kd-pixels", "correct")  # fmt: skip
+    assert result.exit_code != 0
+    assert (
+        "--kd-pixels correct masks the pixel-wise KD term: use it with --loss kd" in result.output
+    )
+    assert "--kd-pixels correct needs a --variant other than 'none'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+
+
+def test_train_fraction_draws_only_from_a_nested_stratified_subset(stores, tmp_path) -> None:
+    from stages.distill import _train_subset
+
+    data, labels = stores
+    store = open_dataset_store(data)
+    subsets = {}
+    for fraction in (0.25, 0.5, 1.0):
+        cfg = DistillConfig(labels=str(labels), out=Path("r"), val_fraction=0.25, batch_size=4,
+                            steps_per_epoch=5, epochs=2, train_fraction=fraction)  # fmt: skip
+        keep, val = _val_split(cfg, store)
+        sub = _train_subset(cfg, store, keep)
+        assert np.isin(sub, keep).all() and not np.isin(sub, val).any()
+        drawn = np.concatenate([b for epoch in range(2) for b in _plan(cfg, store, sub)(epoch)])
+        assert np.isin(drawn, sub).all()
+        subsets[fraction] = sub
+    assert len(subsets[0.25]) == round(len(subsets[1.0]) * 0.25)  # one stratum (no empty mask)
+    assert np.isin(subsets[0.25], subsets[0.5]).all() and np.isin(subsets[0.5], subsets[1.0]).all()
+    result = _distill(stores, tmp_path / "r", "--train-fraction", 0)
+    assert result.exit_code != 0 and "--train-fraction" in result.output

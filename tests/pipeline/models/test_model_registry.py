@@ -22,9 +22,19 @@ NAMES = [
     "unet-tiny",
     "unet-micro",
     "unet-nano",
+    "unet-micro-signed",
+    "unet-tiny-signed",
     "wide-unet",
 ]
-TINY = ["transunet-tiny", "unet-tiny", "unet-micro", "unet-nano", "unet-small"]
+TINY = [
+    "transunet-tiny",
+    "unet-tiny",
+    "unet-micro",
+    "unet-nano",
+    "unet-small",
+    "unet-micro-signed",
+    "unet-tiny-signed",
+]
 
 
 def test_registry_is_the_literal_set_of_names() -> None:
@@ -63,6 +73,8 @@ def test_tiny_models_follow_the_network_contract(name: str, num_classes: int) ->
         ("unet-tiny", 486_562),
         ("unet-micro", 122_098),
         ("unet-nano", 30_754),
+        ("unet-micro-signed", 122_098),  # the signed head moves no parameter
+        ("unet-tiny-signed", 486_562),
         ("wide-unet", 69_823_874),
     ],
 )
