@@ -64,18 +64,30 @@ def build(config: type, section: dict | None, **wiring: Any) -> Any:
     return config(**(values | wiring))
 
 
+MASKED = "+masked"  # a matrix entry "teacher+masked": that variant with --kd-pixels correct
+
+
 @dataclass(frozen=True)
 class Job:
-    """One student run: fold, variant, seed, λ, τ."""
+    """One student run: fold, variant, seed, λ, τ, and the pixels that carry the KD term."""
 
     fold: int
     variant: str
     seed: int
     lam: float
     tau: float
+    kd_pixels: str = "all"
+
+    @classmethod
+    def of(cls, fold: int, entry: str, seed: int, lam: float, tau: float) -> Job:
+        """A job from a matrix entry: a variant name, or ``<variant>+masked``."""
+        if entry.endswith(MASKED):
+            return cls(fold, entry.removesuffix(MASKED), seed, lam, tau, "correct")
+        return cls(fold, entry, seed, lam, tau)
 
     def name(self) -> str:
-        return f"{self.variant}-l{self.lam:g}-t{self.tau:g}-s{self.seed}"
+        masked = "-masked" if self.kd_pixels == "correct" else ""
+        return f"{self.variant}{masked}-l{self.lam:g}-t{self.tau:g}-s{self.seed}"
 
 
 class Study:
@@ -162,7 +174,8 @@ class Study:
 
         return build(DistillConfig, self.p["distill"], labels=self.labels(job.fold),
                      out=self.run_dir(job), data=self.data, fold=job.fold, variant=job.variant,
-                     seed=job.seed, lam=job.lam, tau=job.tau, progress=False)  # fmt: skip
+                     seed=job.seed, lam=job.lam, tau=job.tau, kd_pixels=job.kd_pixels,
+                     progress=False)  # fmt: skip
 
     def students(self, jobs: list[Job]) -> None:
         """Every job's student (``jobs`` of them at once in worker processes when > 1)."""
@@ -190,9 +203,9 @@ class Study:
         d = self.p["distill"]
         lam, tau = float(d.get("lambda", d.get("lam", 1.0))), float(d.get("tau", 1.0))
         m = self.p["matrix"]
-        jobs = [Job(fold, v, s, lam, tau) for v in m["variants"] for s in m["seeds"]]
+        jobs = [Job.of(fold, v, s, lam, tau) for v in m["variants"] for s in m["seeds"]]
         if (a := self.p.get("ablation")) and fold in a.get("folds", []):
-            jobs += [Job(fold, v, s, lam, tau) for v in a["variants"] for s in m["seeds"]]
+            jobs += [Job.of(fold, v, s, lam, tau) for v in a["variants"] for s in m["seeds"]]
         if (g := self.p.get("sensitivity")) and fold in g.get("folds", []):
             jobs += [Job(fold, v, s, float(la), float(t)) for v in ("teacher", "plc")
                      for s in g.get("seeds", m["seeds"]) for la in g["lambdas"] for t in g["taus"]]  # fmt: skip

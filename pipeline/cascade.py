@@ -14,12 +14,13 @@ cross-image bank: :func:`cascade` (every map before SC, with its correct-pixel m
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from pipeline.check import check_same_shape, check_shape, class_argmax
+from pipeline.corrections import swap_correct
 from pipeline.sc import (
     SC_COUNT_KEYS,
     ClassBank,
@@ -219,6 +220,7 @@ def finish(
     banks: Mapping[str, ClassBank] | None = None,
     variants: tuple[Variant, ...] = VARIANTS,
     gt_smoothing: float = 0.1,
+    seeds: Sequence[int] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
     """Every row of ``variants`` from the cascade: SC rows corrected, controls built.
 
@@ -229,6 +231,9 @@ def finish(
         banks: SC base name -> cross-image bank (on the maps' device), or None.
         variants: the rows to return, in this order.
         gt_smoothing: epsilon of ``gt_smooth`` (in [0, 0.5)).
+        seeds: one per image, the seed of the ``random`` rule's draws for that image (so a
+            row depends on the image, never on batching); required when a ``random`` row is
+            asked for.
 
     Returns:
         (variant -> (B, C, H, W) probabilities, SC row -> per-image counts (B,) of
@@ -241,12 +246,23 @@ def finish(
     for v in variants:
         if v.source != "team":
             out[v.name] = control_map(v, casc.gt, casc.num_classes, gt_smoothing, casc.dtype)
+        elif v.sc and v.rule == "swap":
+            base = sc_base(v).name
+            out[v.name], counts[v.name] = swap_correct(
+                casc.maps[base], casc.gt, cfg.smoothing, casc.right[base]
+            )
         elif v.sc:
             base = sc_base(v).name
             bank = banks.get(base) if banks else None
+            generators = None
+            if v.rule == "random":
+                if seeds is None or len(seeds) != len(casc.gt):
+                    raise ValueError(f"row {v.name!r} needs one seed per image (seeds=...).")
+                generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
             out[v.name], counts[v.name] = similarity_correct(
-                casc.maps[base], feats, casc.gt, cfg, bank, right=casc.right[base]
-            )
+                casc.maps[base], feats, casc.gt, cfg, bank, right=casc.right[base],
+                rule=v.rule, generators=generators,
+            )  # fmt: skip
         else:
             out[v.name] = casc.maps[v.name]
     return out, counts
@@ -261,6 +277,7 @@ def build_variants(
     banks: Mapping[str, ClassBank] | None = None,
     variants: tuple[Variant, ...] = VARIANTS,
     gt_smoothing: float = 0.1,
+    seeds: Sequence[int] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
     """Every soft-label variant of a batch: :func:`cascade` then :func:`finish`.
 
@@ -273,6 +290,7 @@ def build_variants(
         banks: SC base name (:func:`pipeline.variants.sc_bases`) -> cross-image bank.
         variants: the rows to compute (default: the whole table), returned in this order.
         gt_smoothing: epsilon of the ``gt_smooth`` control.
+        seeds: per-image seeds of the ``random`` rule (see :func:`finish`).
 
     Returns:
         (variant -> (B, C, H, W), SC row -> per-image counts). With the default table:
@@ -281,4 +299,4 @@ def build_variants(
         gt = one-hot GT; gt_smooth = smoothed one-hot GT.
     """
     casc = cascade(p_t, assistants, gt, variants)
-    return finish(casc, feats, cfg, banks, variants, gt_smoothing)
+    return finish(casc, feats, cfg, banks, variants, gt_smoothing, seeds)

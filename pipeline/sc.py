@@ -76,12 +76,17 @@ class SCConfig:
             in [0, 0.5) so that its argmax is the GT class for any C >= 2.
         use_bank: consult the cross-image bank before the smoothed one-hot.
         batch_size: queries per matmul chunk of the search.
+        knn_k: neighbours averaged by the ``knn`` rule (:mod:`pipeline.corrections`).
+        confident_quantile: the ``confident`` rule searches only correct pixels whose GT-class
+            probability is at least this quantile of the database's (0.5: the median).
     """
 
     backend: str = "auto"
     smoothing: float = 0.1
     use_bank: bool = True
     batch_size: int = 4096
+    knn_k: int = 8
+    confident_quantile: float = 0.5
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -92,6 +97,12 @@ class SCConfig:
             raise ValueError(f"SCConfig.smoothing must lie in [0, 0.5); got {self.smoothing}.")
         if self.batch_size < 1:
             raise ValueError(f"SCConfig.batch_size must be >= 1; got {self.batch_size}.")
+        if self.knn_k < 1:
+            raise ValueError(f"SCConfig.knn_k must be >= 1; got {self.knn_k}.")
+        if not 0.0 <= self.confident_quantile <= 1.0:
+            raise ValueError(
+                f"SCConfig.confident_quantile must lie in [0, 1]; got {self.confident_quantile}."
+            )
 
 
 def check_label_map(gt: torch.Tensor, num_classes: int, name: str = "gt") -> None:
@@ -196,20 +207,33 @@ def _fill_class(
     cfg: SCConfig,
     backend: str,
     dtype: torch.dtype,
+    rule: str = "nearest",
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Soft vectors (n_q, C) for the queries ``q_idx`` (n_q,) of class c, among the image's
     features ``f_flat`` (H*W, F), and how many fell back to one-hot.
 
     ``db`` is (features (n_db, F), soft (n_db, C)) or None (straight to the smoothed one-hot,
-    without gathering the queries' features).
+    without gathering the queries' features). ``rule`` picks the vector from ``db``
+    (:func:`pipeline.corrections.pick_vectors`; the paper's SC is ``nearest``).
     """
     labels = torch.full((len(q_idx),), c, dtype=torch.long, device=f_flat.device)
     if db is None:
         return smoothed_onehot(labels, num_classes, cfg.smoothing, dtype), len(labels)
     db_feats, db_soft = db
     q_feats = f_flat[q_idx]  # (n_q, F)
-    nn = nearest_neighbours(q_feats, db_feats, backend, normalize=True, batch_size=cfg.batch_size)
-    copied = db_soft[nn].to(dtype)  # (n_q, C)
+    if rule == "nearest":  # the paper's SC, exactly as it always ran
+        nn = nearest_neighbours(
+            q_feats, db_feats, backend, normalize=True, batch_size=cfg.batch_size
+        )
+        copied = db_soft[nn].to(dtype)  # (n_q, C)
+    else:
+        from pipeline.corrections import pick_vectors
+
+        copied = pick_vectors(
+            rule, q_feats, db_feats, db_soft, c, backend=backend, batch_size=cfg.batch_size,
+            k=cfg.knn_k, quantile=cfg.confident_quantile, generator=generator,
+        ).to(dtype)  # fmt: skip
     tie = class_argmax(copied, 1) != c  # a copied vector must keep argmax c
     if tie.any():
         copied[tie] = smoothed_onehot(labels[tie], num_classes, cfg.smoothing, dtype)
@@ -279,8 +303,16 @@ def similarity_correct(
     cfg: SCConfig,
     bank: ClassBank | None = None,
     right: torch.Tensor | None = None,
+    rule: str = "nearest",
+    generators: Sequence[torch.Generator] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Correct every false pixel by copying its nearest correct pixel's soft vector.
+
+    ``rule`` other than ``nearest`` picks the copied vector from the same database another
+    way (:mod:`pipeline.corrections`: ``random``, ``mean``, ``confident``, ``knn``); the
+    database, the bank fallback, the tie guard and the invariant check stay the same.
+    ``generators`` (one per image, CPU) feed the ``random`` rule's draws, class by class in
+    ascending order.
 
     The whole batch is validated once and grouped by (image, class) with one sort; the
     search stays per group (queries of class c in image b against the correct class-c pixels
@@ -304,6 +336,8 @@ def similarity_correct(
     """
     sizes = check_sc_inputs(probs, feats, gt, right)
     num_classes = sizes["C"]
+    if rule == "random" and (generators is None or len(generators) != sizes["B"]):
+        raise ValueError(f"rule 'random' needs one generator per image ({sizes['B']}).")
     if right is None:
         right = class_argmax(probs, 1) == gt  # (B, H, W)
     backend = resolve_backend(cfg.backend, probs.device)
@@ -321,8 +355,9 @@ def similarity_correct(
         else:
             db = _bank_entry(use_bank, g.cls, probs.device)
             source = "sc_bank" if db is not None else "sc_onehot"
+        generator = generators[g.image] if generators is not None else None
         filled, n_onehot = _fill_class(
-            f_flat, g.wrong, db, g.cls, num_classes, cfg, backend, probs.dtype
+            f_flat, g.wrong, db, g.cls, num_classes, cfg, backend, probs.dtype, rule, generator
         )
         o_all[g.image][g.wrong] = filled
         counts[source][g.image] += len(g.wrong) - n_onehot  # ties fell back to the one-hot

@@ -8,7 +8,9 @@ ground truth: is a gain only a second CE term?) and ``gt_smooth`` (label smoothi
 corrected soft labels beat smoothed hard labels?).
 
 Precompute, live KD, ``plc distill --variant``, the report rows, the inspect titles and the
-CLI help all derive from :data:`VARIANTS`; adding a variant is one row here. ``storage_schema``
+CLI help all derive from :data:`VARIANTS`; adding a variant is one row here. The rows after
+the controls (issue 17) are the correction study's: Knowledge Adjustment's swap, SC with
+other ways of picking the copied vector, and the cascade with temperature-scaled assistants. ``storage_schema``
 stores whatever names it is given. This module imports nothing heavy (the CLI reads it for
 ``--help``).
 """
@@ -18,9 +20,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ASSISTANTS: dict[str, str] = {"fp": "TA_f", "bd": "TA_b"}  # assistant key -> paper symbol
+# assistant key -> paper symbol; the ``_cal`` maps are the same networks' logits divided by a
+# temperature fitted on the teacher's held-out images (``plc_cal``: calibrated replacements)
+ASSISTANTS: dict[str, str] = {
+    "fp": "TA_f",
+    "bd": "TA_b",
+    "fp_cal": "TA_f (temperature-scaled)",
+    "bd_cal": "TA_b (temperature-scaled)",
+}
 
 Source = Literal["team", "gt", "gt_smooth"]
+# how an SC row corrects its base's false pixels (pipeline.corrections); "nearest" is the paper
+Rule = Literal["nearest", "random", "mean", "confident", "knn", "swap"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,9 @@ class Variant:
         sc: whether SC corrects the map afterwards.
         source: ``team`` (computed from the team's maps), ``gt`` (one-hot ground truth) or
             ``gt_smooth`` (smoothed one-hot ground truth); the controls take no assistants/SC.
+        rule: how the correction step (``sc``) fixes the base's false pixels: ``nearest``
+            (the paper's SC), another copy rule of :mod:`pipeline.corrections` (``random``,
+            ``mean``, ``confident``, ``knn``) or Knowledge Adjustment's ``swap``.
     """
 
     name: str
@@ -43,6 +57,7 @@ class Variant:
     assistants: tuple[str, ...] = ()
     sc: bool = False
     source: Source = "team"
+    rule: Rule = "nearest"
 
     @property
     def title(self) -> str:
@@ -59,6 +74,24 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("plc", "T + TA_f + TA_b + SC (PLC-KD)", "Y^U", assistants=("fp", "bd"), sc=True),
     Variant("gt", "GT one-hot (control)", source="gt"),
     Variant("gt_smooth", "GT label smoothing (control)", source="gt_smooth"),
+    # issue 17: the literature's simple corrections and SC rules that keep confidence
+    Variant("teacher_swap", "T + swap (Knowledge Adjustment)", sc=True, rule="swap"),
+    Variant(
+        "plc_random", "PLC-KD, SC random pixel", assistants=("fp", "bd"), sc=True, rule="random"
+    ),
+    Variant("plc_mean", "PLC-KD, SC class mean", assistants=("fp", "bd"), sc=True, rule="mean"),
+    Variant(
+        "plc_confident",
+        "PLC-KD, SC confident neighbour",
+        assistants=("fp", "bd"),
+        sc=True,
+        rule="confident",
+    ),
+    Variant("plc_knn", "PLC-KD, SC k-NN mean", assistants=("fp", "bd"), sc=True, rule="knn"),
+    Variant(
+        "teacher_fa_ba_cal", "T + TA_f + TA_b, T-scaled assistants", assistants=("fp_cal", "bd_cal")
+    ),
+    Variant("plc_cal", "PLC-KD, T-scaled assistants", assistants=("fp_cal", "bd_cal"), sc=True),
 )
 
 NO_KD = "none"  # distill's student-alone baseline: no soft labels at all
@@ -90,8 +123,10 @@ def sc_base(variant: Variant, table: tuple[Variant, ...] = VARIANTS) -> Variant:
 
 
 def sc_bases(variants: tuple[Variant, ...] = VARIANTS) -> tuple[str, ...]:
-    """Names of the maps SC corrects (each needs its own cross-image bank), table order."""
-    bases = [sc_base(v).name for v in variants if v.sc]
+    """Names of the maps SC corrects (each needs its own cross-image bank), table order.
+
+    The ``swap`` rule needs no bank (it moves the pixel's own probabilities)."""
+    bases = [sc_base(v).name for v in variants if v.sc and v.rule != "swap"]
     return tuple(dict.fromkeys(bases))
 
 
@@ -108,6 +143,8 @@ def check_table(variants: tuple[Variant, ...] = VARIANTS) -> None:
             )
         if v.source != "team" and (v.assistants or v.sc):
             raise ValueError(f"control variant {v.name!r} takes no assistants and no SC.")
+        if v.rule != "nearest" and not v.sc:
+            raise ValueError(f"variant {v.name!r}: rule {v.rule!r} needs sc=True.")
         if v.sc:
             sc_base(v, variants)
 

@@ -399,6 +399,14 @@ class PrecomputeConfig(StageConfig):
         0.1, help="ε of the gt_smooth control (label-smoothed GT).", ge=0, lt=0.5
     )
     bank_per_class: int = option(64, help="Correct pixels per image and class in the bank.", ge=1)
+    sc_knn_k: int = option(8, help="Neighbours averaged by the plc_knn row.", ge=1)
+    sc_confident_quantile: float = option(
+        0.5,
+        help="plc_confident searches only correct pixels whose GT-class probability is at "
+        "least this quantile of the image's (0.5: the median).",
+        ge=0,
+        le=1,
+    )
     seed: int = _seed()
     fold: int | None = _fold()
     workers: int = option(0, help="Dask LocalCluster workers (0: in-process).", ge=0, runtime=True)

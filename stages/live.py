@@ -30,11 +30,19 @@ class LiveLabels:
         nets = {role: Path(n["path"]) for role, n in prov["networks"].items()}
         pc = prov["precompute"]
         self.row, self.device = get_variant(variant), device
-        self.cfg = SCConfig(backend=pc["search_backend"], smoothing=pc["sc_smoothing"])
+        self.cfg = SCConfig(
+            backend=pc["search_backend"], smoothing=pc["sc_smoothing"],
+            knn_k=pc.get("sc_knn_k", 8), confident_quantile=pc.get("sc_confident_quantile", 0.5),
+        )  # fmt: skip
         self.gt_smoothing = pc.get("gt_smoothing", 0.1)
-        self.team = Team.load(nets["teacher"], nets["assistant_fp"], nets["assistant_bd"], device)
+        cal = prov.get("calibration")  # stores made before plc_cal have none
+        temps = {"fp": cal["fp"], "bd": cal["bd"]} if cal else None
+        self.team = Team.load(
+            nets["teacher"], nets["assistant_fp"], nets["assistant_bd"], device, temps
+        )
+        self.seed = pc["seed"]
         self.banks = None
-        if self.row.sc:  # SC may need the cross-image bank: build it as precompute does
+        if self.row.sc and self.row.rule != "swap":  # the bank, built as precompute does
             base = sc_base(self.row)
             samples: list = []
             for idx in epoch_batches(len(train), pc["batch_size"], 0, 0, shuffle=False):
@@ -52,11 +60,12 @@ class LiveLabels:
     ) -> torch.Tensor:
         """Log-probabilities (B, C, H, W) of the variant for un-augmented ``images``."""
         from pipeline.cascade import build_variants
+        from stages.shard import random_seeds
 
         gt = masks.to(self.device)
         out = self.team(images)
         maps, _ = build_variants(
             out.p_t, out.assistants, out.feats, gt, self.cfg, self.banks, (self.row,),
-            self.gt_smoothing,
+            self.gt_smoothing, random_seeds(self.seed, torch.as_tensor(idx)),
         )  # fmt: skip
         return torch.log(maps[self.row.name].clamp_min(1e-12)).cpu()

@@ -17,11 +17,13 @@ in-process run and a Dask run write the same bytes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.variants import NAMES, sc_bases
@@ -73,6 +75,34 @@ def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store) -> dict:
         "precompute": config_dict(cfg),
         "package": {"plc-kd": version("plc-kd"), "torch": torch.__version__},
     }
+
+
+def _calibrate(cfg: PrecomputeConfig, inputs: dict[str, Path]) -> dict:
+    """The assistants' temperatures for ``plc_cal``, fitted by NLL on the teacher's held-out
+    train images (its ``--val-fraction``), or on the whole train split when it held none out
+    (the record says which)."""
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.sampling import validation_indices
+    from pipeline.train import resolve_device
+    from stages.data import load_split, open_store
+    from stages.team import Team, fit_temperatures
+
+    split = load_split(open_store(inputs["data"], cfg.fold), "train")
+    stage = load_checkpoint(inputs["teacher"])["config"].get("stage", {})
+    fraction = float(stage.get("val_fraction", 0.0) or 0.0)
+    if fraction > 0 and len(split) >= 2:
+        positions, source = validation_indices(len(split), fraction), "teacher val images"
+    else:
+        positions, source = np.arange(len(split)), "train split (the teacher held none out)"
+    nets = [inputs[r] for r in ("teacher", "assistant_fp", "assistant_bd")]
+    team = Team.load(*nets, device=resolve_device(cfg.device))
+    try:
+        cal = fit_temperatures(team, split, positions, cfg.batch_size, source)
+    finally:
+        team.close()
+    logger.info("plc_cal temperatures (NLL on %d %s): TA_f %.3f, TA_b %.3f",
+                cal["images"], source, cal["fp"], cal["bd"])  # fmt: skip
+    return cal
 
 
 def _created() -> str:
@@ -176,6 +206,7 @@ def run(cfg: PrecomputeConfig) -> Path:
     if not cfg.force and not cfg.resume and _is_current(out, provenance, store.manifest_sha256):
         logger.info("label store %s is up to date; use --force to rebuild", out)
         return out
+    provenance["calibration"] = _calibrate(cfg, inputs)
     writer = _open_writer(cfg, store, provenance)
     pending = writer.pending_shards()
     logger.info(
@@ -189,6 +220,8 @@ def run(cfg: PrecomputeConfig) -> Path:
         gt_smoothing=cfg.gt_smoothing,
         bank_per_class=cfg.bank_per_class,
         seed=cfg.seed,
+        knn_k=cfg.sc_knn_k,
+        confident_quantile=cfg.sc_confident_quantile,
     )
     key = team_key(inputs["teacher"], inputs["assistant_fp"], inputs["assistant_bd"])
 
@@ -196,7 +229,9 @@ def run(cfg: PrecomputeConfig) -> Path:
         return lambda items, total: track(items, desc, total, cfg.progress)
 
     fold = {} if cfg.fold is None else {"fold": str(cfg.fold)}  # the workers' split view
-    with _runner(cfg, {k: str(v) for k, v in inputs.items()} | fold, key) as runner:
+    cal = provenance["calibration"]
+    temps = {"temperatures": json.dumps({"fp": cal["fp"], "bd": cal["bd"]})}
+    with _runner(cfg, {k: str(v) for k, v in inputs.items()} | fold | temps, key) as runner:
         first = runner.run([ShardJob(a, b, settings) for a, b in pending], bar("precompute"))
         deferred = [o for o in first if not o.written]
         if deferred:

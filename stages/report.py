@@ -31,6 +31,7 @@ from stages.report_tables import (
     main_setting,
     per_class_lines,
     results_lines,
+    row_key,
     sensitivity_lines,
     slope_lines,
     verdict,
@@ -93,7 +94,7 @@ def load_runs(runs: Path) -> list[Run]:
         m = json.loads(p.read_text())
         cfg = m.get("config", {})
         out.append(
-            Run(cfg["variant"], cfg.get("fold"), int(cfg["seed"]),
+            Run(row_key(cfg), cfg.get("fold"), int(cfg["seed"]),
                 cfg | _digests(m) | {"dataset": m.get("dataset", "?")},
                 _scores(m), _per_image(p.with_name("metrics_per_image.csv")),
                 _val_dice(p.with_name("curve.csv")), str(p.parent), m.get("train_check") or {})
@@ -349,4 +350,14 @@ def _label_section(cfg: ReportConfig, dataset: str | None) -> list[str]:
         *rl.correction_lines(corrections),
         "",
         f"![SC histogram]({hist.name})",
+        "",
+        "### Margins and spatial coherence of each row's corrections",
+        "",
+        "Pixels whose argmax differs from the teacher's (the row corrected them: every row "
+        "here is right there), the GT-class probability the row gives them (quantiles; "
+        "resolution 0.001), the share of them with no corrected 4-neighbour, and the mean "
+        "absolute difference of p_fg between neighbouring pixels over the whole map (T and "
+        "the GT rows are the references).",
+        "",
+        *rl.coherence_lines(rl.coherence(stores)),
     ]

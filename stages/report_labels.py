@@ -231,6 +231,99 @@ def team_lines(paths: list[Path]) -> list[str]:
     return lines[:-1] if lines and not lines[-1] else lines
 
 
+FINE = 1000  # bins of the corrected pixels' probability histogram (quantiles to 0.001)
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+@dataclass
+class Coherence:
+    """One row's corrections against the teacher's map, summed over the stores.
+
+    ``p_hist``: histogram (FINE bins over [0, 1]) of the GT-class probability at the pixels
+    whose argmax differs from the teacher's (every row here is correct there, so it is the
+    row's top probability); ``isolated``: those of them with no such 4-neighbour; ``grad_sum``
+    / ``grad_n``: sum and count of |Δp_fg| between horizontal and vertical neighbours.
+    """
+
+    p_hist: np.ndarray = field(default_factory=lambda: np.zeros(FINE, np.int64))
+    corrected: int = 0
+    isolated: int = 0
+    grad_sum: float = 0.0
+    grad_n: int = 0
+
+
+def coherence(paths: list[Path], block: int = 32) -> dict[str, Coherence]:
+    """Margins and spatial coherence of every stored row's labels (table order).
+
+    For each row: where its argmax differs from the teacher's (the pixels it corrected: the
+    assistants' replacements and SC's or another rule's fills), the GT-class probability it
+    gave them, how many of them have no corrected 4-neighbour (scattered "speckle"), and the
+    mean absolute spatial gradient of the label map's p_fg = 1 − p(background) over all
+    pixels (the teacher and the GT rows give the reference roughness).
+    """
+    from storage_schema import open_label_store
+
+    out: dict[str, Coherence] = {}
+    for p in paths:
+        store = open_label_store(p)
+        if "teacher" not in store.variants:
+            continue
+        for start in range(0, len(store), block):
+            sel = slice(start, min(start + block, len(store)))
+            base = store.read("teacher", sel).argmax(1)  # (b, H, W)
+            for v in VARIANTS:
+                if v.name not in store.variants:
+                    continue
+                logp = store.read(v.name, sel)  # (b, C, H, W)
+                c = out.setdefault(v.name, Coherence())
+                p_fg = 1.0 - np.exp(logp[:, 0].astype(np.float64))
+                dx, dy = np.abs(np.diff(p_fg, axis=2)), np.abs(np.diff(p_fg, axis=1))
+                c.grad_sum += float(dx.sum() + dy.sum())
+                c.grad_n += dx.size + dy.size
+                changed = logp.argmax(1) != base  # (b, H, W)
+                if not changed.any():
+                    continue
+                top = np.exp(logp.max(axis=1).astype(np.float64))[changed]
+                c.p_hist += np.histogram(np.clip(top, 0, 1), bins=FINE, range=(0.0, 1.0))[0]
+                c.corrected += int(changed.sum())
+                pad = np.pad(changed, ((0, 0), (1, 1), (1, 1)))
+                neighbour = (
+                    pad[:, :-2, 1:-1] | pad[:, 2:, 1:-1] | pad[:, 1:-1, :-2] | pad[:, 1:-1, 2:]
+                )
+                c.isolated += int((changed & ~neighbour).sum())
+    return out
+
+
+def hist_quantile(hist: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of values binned in ``hist`` (equal bins over [0, 1]): the upper
+    edge of the first bin where the cumulative count reaches q of the total."""
+    cum = np.cumsum(hist)
+    k = int(np.searchsorted(cum, q * cum[-1], side="left"))
+    return (k + 1) / len(hist)
+
+
+def coherence_lines(coh: dict[str, Coherence]) -> list[str]:
+    """One row per variant: corrected pixels' probability quantiles, isolation, gradient."""
+    qs = " | ".join(f"q{int(100 * q)}" for q in QUANTILES)
+    lines = [
+        f"| Variant | pixels changed vs T | p(GT class) there: {qs} | isolated (% of changed) "
+        "| mean abs. spatial gradient of p_fg |",
+        "|---|---|" + "---|" * len(QUANTILES) + "---|---|",
+    ]
+    for v in VARIANTS:
+        c = coh.get(v.name)
+        if c is None:
+            continue
+        if c.corrected:
+            quant = " | ".join(f"{hist_quantile(c.p_hist, q):.3f}" for q in QUANTILES)
+            iso = f"{100 * c.isolated / c.corrected:.1f}"
+        else:
+            quant, iso = " | ".join("–" for _ in QUANTILES), "–"
+        grad = c.grad_sum / max(c.grad_n, 1)
+        lines.append(f"| {v.label} | {c.corrected} | {quant} | {iso} | {grad:.4f} |")
+    return lines
+
+
 def quality_lines(q: dict[str, VariantQuality]) -> list[str]:
     lines = [
         "| Variant | false pixels (% of pixels) | images with false pixels | label Dice vs GT (%) |",

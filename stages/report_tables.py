@@ -18,7 +18,20 @@ if TYPE_CHECKING:
     from stages.report import Run
 
 # (variant, row label in the paper's notation), from the variant table
-ROWS = ((NO_KD, NO_KD_LABEL), *((v.name, v.label) for v in VARIANTS))
+# ``plc distill --kd-pixels correct`` runs are their own rows: the variant's name + MASKED
+MASKED = "+masked"
+ROWS = (
+    (NO_KD, NO_KD_LABEL),
+    *((v.name, v.label) for v in VARIANTS),
+    *((v.name + MASKED, f"{v.label}, KD on correct pixels only") for v in VARIANTS),
+)
+
+
+def row_key(config: dict) -> str:
+    """The report row of a run's config: its variant, or variant + MASKED for a run with
+    ``--kd-pixels correct``."""
+    masked = config.get("kd_pixels", "all") == "correct"
+    return config["variant"] + (MASKED if masked else "")
 VANILLA = "teacher"
 METRICS = (("dice", "Dice (%)", 100.0), ("iou", "IoU (%)", 100.0))
 BOUNDARY = (("hd95", "HD95 (px)", 1.0), ("assd", "ASSD (px)", 1.0))

@@ -15,6 +15,7 @@ a ``distributed.WorkerPlugin``) and freed at the end. The methods themselves are
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ class ShardSettings:
     gt_smoothing: float
     bank_per_class: int
     seed: int
+    knn_k: int = 8
+    confident_quantile: float = 0.5
 
 
 @dataclass
@@ -117,6 +120,15 @@ def bank_samples(
             casc.right[base].cpu(),
         )  # fmt: skip
     return samples
+
+
+RANDOM_STREAM = 2**40  # offset of the random rule's per-image seeds from the bank's
+
+
+def random_seeds(seed: int, idx: torch.Tensor) -> list[int]:
+    """Per-image seeds of the ``random`` rule: a function of (seed, image index) only, so a
+    row never depends on batching, sharding or scheduling."""
+    return [seed * 1_000_003 + j + RANDOM_STREAM for j in idx.tolist()]
 
 
 def batch_stats(
@@ -190,7 +202,8 @@ class PrecomputeWorker:
                 f"the team checkpoints {', '.join(map(str, nets))} changed while precompute "
                 "was running (their SHA-256 differ from the run's); rerun `plc precompute`."
             )
-        team = Team.load(*nets, device=resolve_device(device))
+        temps = json.loads(inputs["temperatures"]) if "temperatures" in inputs else None
+        team = Team.load(*nets, device=resolve_device(device), temperatures=temps)
         fold = int(inputs["fold"]) if "fold" in inputs else None  # precompute --fold
         return cls(team, load_split(open_store(Path(inputs["data"]), fold), "train"), key)
 
@@ -248,15 +261,18 @@ class PrecomputeWorker:
         from pipeline.cascade import SCConfig, finish
         from storage_schema import LabelStoreWriter
 
-        cfg = SCConfig(backend=job.settings.backend, smoothing=job.settings.smoothing)
+        st = job.settings
+        cfg = SCConfig(backend=st.backend, smoothing=st.smoothing, knn_k=st.knn_k,
+                       confident_quantile=st.confident_quantile)  # fmt: skip
         device = self.team.device
         banks = {b: bank.to(device) for b, bank in (job.banks or {}).items()}  # moved once
         codes: list[dict[str, np.ndarray]] = []
         stats: list[dict[str, np.ndarray]] = []
         for s in scanned:
             maps, counts = finish(
-                s.casc, s.feats, cfg, banks, gt_smoothing=job.settings.gt_smoothing
-            )
+                s.casc, s.feats, cfg, banks, gt_smoothing=st.gt_smoothing,
+                seeds=random_seeds(st.seed, s.idx),
+            )  # fmt: skip
             stats.append(batch_stats(maps, s.casc, counts))
             queue.submit(lambda maps=maps: codes.append(_encode_batch(maps)))
 

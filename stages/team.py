@@ -26,11 +26,13 @@ class TeamOutput:
     p_f: torch.Tensor
     p_b: torch.Tensor
     feats: torch.Tensor
+    calibrated: dict[str, torch.Tensor] | None = None  # "fp_cal"/"bd_cal": temperature-scaled
 
     @property
     def assistants(self) -> dict[str, torch.Tensor]:
-        """Assistant key of :data:`pipeline.variants.ASSISTANTS` -> probabilities."""
-        return {"fp": self.p_f, "bd": self.p_b}
+        """Assistant key of :data:`pipeline.variants.ASSISTANTS` -> probabilities (the
+        temperature-scaled maps too when the team has temperatures)."""
+        return {"fp": self.p_f, "bd": self.p_b, **(self.calibrated or {})}
 
 
 def team_key(teacher: Path, fp: Path, bd: Path) -> str:
@@ -46,9 +48,19 @@ def team_key(teacher: Path, fp: Path, bd: Path) -> str:
 class Team:
     """Teacher plus both assistants, in eval mode on one device."""
 
-    def __init__(self, teacher: nn.Module, fp: nn.Module, bd: nn.Module, device: torch.device):
+    def __init__(
+        self,
+        teacher: nn.Module,
+        fp: nn.Module,
+        bd: nn.Module,
+        device: torch.device,
+        temperatures: dict[str, float] | None = None,
+    ):
+        """``temperatures``: {"fp": T_f, "bd": T_b} (see :func:`fit_temperatures`) adds the
+        assistants' temperature-scaled maps ("fp_cal", "bd_cal") to every output."""
         self.device = device
         self.nets = [net.to(device).eval() for net in (teacher, fp, bd)]
+        self.temperatures = temperatures
 
     def close(self) -> None:
         """Drop the networks (and the CUDA cache they used)."""
@@ -57,10 +69,25 @@ class Team:
             torch.cuda.empty_cache()
 
     @classmethod
-    def load(cls, teacher: Path, fp: Path, bd: Path, device: torch.device) -> Team:
+    def load(
+        cls,
+        teacher: Path,
+        fp: Path,
+        bd: Path,
+        device: torch.device,
+        temperatures: dict[str, float] | None = None,
+    ) -> Team:
         from pipeline.checkpoint import build_from_checkpoint
 
-        return cls(*(build_from_checkpoint(p)[0] for p in (teacher, fp, bd)), device=device)
+        nets = (build_from_checkpoint(p)[0] for p in (teacher, fp, bd))
+        return cls(*nets, device=device, temperatures=temperatures)
+
+    @torch.inference_mode()
+    def assistant_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"fp": TA_f's, "bd": TA_b's} float32 logits (B, C, H, W) for ``images``."""
+        images = images.to(self.device, non_blocking=True)
+        _, fp, bd = self.nets
+        return {"fp": fp(images).float(), "bd": bd(images).float()}
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> TeamOutput:
@@ -68,9 +95,54 @@ class Team:
         images = images.to(self.device, non_blocking=True)
         teacher, fp, bd = self.nets
         logits_t, feats = teacher.forward_features(images)
+        logits_f, logits_b = fp(images).float(), bd(images).float()
+        calibrated = None
+        if self.temperatures is not None:
+            calibrated = {
+                "fp_cal": (logits_f / self.temperatures["fp"]).softmax(1),
+                "bd_cal": (logits_b / self.temperatures["bd"]).softmax(1),
+            }
         return TeamOutput(
             p_t=logits_t.float().softmax(1),
-            p_f=fp(images).float().softmax(1),
-            p_b=bd(images).float().softmax(1),
+            p_f=logits_f.softmax(1),
+            p_b=logits_b.softmax(1),
             feats=feats.float(),
+            calibrated=calibrated,
         )
+
+
+def fit_temperatures(team: Team, split, positions, batch_size: int, source: str) -> dict:
+    """Each assistant's temperature, fitted by NLL on the images ``positions`` of ``split``.
+
+    Args:
+        team: the team (its assistants are scored).
+        split: a :class:`stages.data.SplitData` (the precompute's train split).
+        positions: positions in ``split`` of the images to fit on.
+        batch_size: images per forward.
+        source: what the images are, recorded with the result (e.g. "teacher val").
+
+    Returns:
+        {"fp": T_f, "bd": T_b, "images": n, "pixels": n_pixels, "source": source,
+        "nll_before": {...}, "nll_after": {...}}: the provenance record of ``plc_cal``.
+    """
+    from pipeline.calibration import fit_temperature, temperature_nll
+
+    logits: dict[str, list[torch.Tensor]] = {"fp": [], "bd": []}
+    labels = []
+    idx_all = torch.as_tensor(positions, dtype=torch.int64)
+    for lo in range(0, len(idx_all), batch_size):
+        images, gt = split.batch(idx_all[lo : lo + batch_size], team.device)
+        for key, z in team.assistant_logits(images).items():
+            logits[key].append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).cpu())
+        labels.append(gt.reshape(-1).cpu())
+    y = torch.cat(labels)
+    out: dict = {"images": len(idx_all), "pixels": len(y), "source": source}
+    out["nll_before"], out["nll_after"] = {}, {}
+    for key, parts in logits.items():
+        z = torch.cat(parts)
+        t = fit_temperature(z, y)
+        out[key] = t
+        # 6 decimals, as the temperatures' 4: the record is the same whatever the threads
+        out["nll_before"][key] = round(temperature_nll(z, y, 1.0), 6)
+        out["nll_after"][key] = round(temperature_nll(z, y, t), 6)
+    return out

@@ -13,18 +13,30 @@ from hypothesis import strategies as st
 from pipeline.cascade import (
     ClassBank,
     SCConfig,
-    build_variants,
     cascade,
     count_false,
     false_pixels,
     replace_if_correct,
     sample_correct_pixels,
 )
-from pipeline.variants import NAMES
+from pipeline.cascade import build_variants as _build_variants
+from pipeline.variants import NAMES, VARIANTS, sc_base
 
 
 def team(p_f: torch.Tensor, p_b: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"fp": p_f, "bd": p_b}
+    """The assistants' maps, with temperature-scaled ones (T = 2: p^(1/2), renormalised)."""
+
+    def scaled(p: torch.Tensor) -> torch.Tensor:
+        q = p.float().sqrt()
+        return (q / q.sum(1, keepdim=True)).to(p.dtype)
+
+    return {"fp": p_f, "bd": p_b, "fp_cal": scaled(p_f), "bd_cal": scaled(p_b)}
+
+
+def build_variants(*args, **kwargs):
+    """:func:`pipeline.cascade.build_variants` with one seed per image (the random rule's)."""
+    kwargs.setdefault("seeds", list(range(len(args[3]))))
+    return _build_variants(*args, **kwargs)
 
 
 def totals(info: dict[str, torch.Tensor]) -> dict[str, int]:
@@ -109,6 +121,15 @@ def test_variants_properties_and_definitions(
         assert int(wrong[later].sum()) <= int(wrong[earlier].sum())
     assert not (wrong["teacher_ba"] & ~wrong["teacher"]).any()
     assert not wrong["plc"].any() and not wrong["teacher_sc"].any()
+    for v in VARIANTS:  # every correction row (swap, the SC rules, plc_cal) is all-correct
+        if v.sc:
+            assert not wrong[v.name].any(), v.name
+            source = variants[sc_base(v).name]
+            keep = ~false_pixels(source, gt).unsqueeze(1).expand_as(source)
+            assert torch.equal(variants[v.name][keep], source[keep]), v.name
+            assert sum(totals(info[v.name]).values()) == int(false_pixels(source, gt).sum())
+    # temperature scaling never changes which pixels the cascade replaces
+    assert torch.equal(wrong["teacher_fa_ba_cal"], wrong["teacher_fa_ba"])
     # correct pixels keep their exact vectors through SC
     for name, source in (("teacher_sc", p_t), ("plc", y_b)):
         keep = ~false_pixels(source, gt).unsqueeze(1).expand_as(source)
@@ -167,7 +188,7 @@ def test_controls_are_one_hot_and_smoothed_gt() -> None:
     onehot.scatter_(1, gt.unsqueeze(1), 1.0)
     assert torch.equal(variants["gt"], onehot)
     assert torch.allclose(variants["gt_smooth"], onehot * 0.8 + (1 - onehot) * 0.1)
-    assert set(info) == {"teacher_sc", "plc"}  # controls need no SC
+    assert set(info) == {v.name for v in VARIANTS if v.sc}  # controls need no SC
     with pytest.raises(ValueError, match=r"gt_smoothing must lie in \[0, 0.5\)"):
         build_variants(p_t, team(p_f, p_b), feats, gt, SCConfig(), gt_smoothing=0.5)
 

@@ -27,10 +27,16 @@ from pipeline.variants import (
 def test_table_rows_and_derived_names() -> None:
     assert NAMES == (
         "teacher", "teacher_sc", "teacher_fa", "teacher_ba", "teacher_fa_ba", "plc",
-        "gt", "gt_smooth",
+        "gt", "gt_smooth", "teacher_swap", "plc_random", "plc_mean", "plc_confident",
+        "plc_knn", "teacher_fa_ba_cal", "plc_cal",
     )  # fmt: skip
     assert (*NAMES, NO_KD) == DISTILL_CHOICES and NO_KD == "none"
-    assert sc_bases() == ("teacher", "teacher_fa_ba")
+    assert sc_bases() == ("teacher", "teacher_fa_ba", "teacher_fa_ba_cal")  # swap needs no bank
+    for name in ("plc_random", "plc_mean", "plc_confident", "plc_knn"):
+        assert sc_base(BY_NAME[name]).name == "teacher_fa_ba"  # SC's database, another rule
+    assert sc_base(BY_NAME["teacher_swap"]).name == "teacher"
+    assert sc_base(BY_NAME["plc_cal"]).name == "teacher_fa_ba_cal"
+    assert BY_NAME["plc"].rule == "nearest" and BY_NAME["teacher_sc"].rule == "nearest"
     assert sc_base(BY_NAME["plc"]).name == "teacher_fa_ba"
     assert BY_NAME["teacher_fa_ba"].assistants == ("fp", "bd")  # TA_f first, then TA_b
     assert [v.name for v in VARIANTS if v.source != "team"] == ["gt", "gt_smooth"]
@@ -54,6 +60,7 @@ def test_unknown_name_lists_the_choices() -> None:
         ((Variant("a", "A", assistants=("xx",)),), "unknown assistants"),
         ((Variant("g", "G", sc=True, source="gt"),), "takes no assistants and no SC"),
         ((Variant("s", "S", assistants=("bd", "fp"), sc=True),), "no row without SC"),
+        ((Variant("r", "R", rule="knn"),), "needs sc=True"),
     ],
 )
 def test_check_table_refuses_bad_rows(rows: tuple[Variant, ...], message: str) -> None:
@@ -66,8 +73,9 @@ def test_adding_a_variant_is_one_row() -> None:
     row = Variant("teacher_fa_sc", "T + TA_f + SC", assistants=("fp",), sc=True)
     check_table((*VARIANTS, row))
     p_t, p_f, p_b, feats, gt = make_case(1, 2, 3, 5, 4, 3)
+    team = {"fp": p_f, "bd": p_b, "fp_cal": p_f, "bd_cal": p_b}
     out, info = build_variants(
-        p_t, {"fp": p_f, "bd": p_b}, feats, gt, SCConfig(), variants=(*VARIANTS, row)
+        p_t, team, feats, gt, SCConfig(), variants=(*VARIANTS, row), seeds=[0, 1]
     )
     assert list(out) == [*NAMES, "teacher_fa_sc"]
     assert not false_pixels(out["teacher_fa_sc"], gt).any()

@@ -208,8 +208,38 @@ def test_live_labels_are_the_stored_ones(store: Path, inputs: dict[str, Path]) -
     train = load_split(open_dataset_store(inputs["data"]), "train")
     idx = torch.arange(len(train))
     images, masks = train.batch(idx, torch.device("cpu"))
-    for variant in ("teacher", "teacher_sc", "teacher_fa_ba", "plc", "gt_smooth"):
+    rows = ("teacher", "teacher_sc", "teacher_fa_ba", "plc", "gt_smooth", "teacher_swap",
+            "plc_random", "plc_mean", "plc_confident", "plc_knn", "teacher_fa_ba_cal", "plc_cal")  # fmt: skip
+    for variant in rows:
         live = LiveLabels(labels, variant, train, torch.device("cpu"))(idx, images, masks)
         stored = torch.from_numpy(np.asarray(labels.read(variant, slice(None))))
         assert torch.equal(live.argmax(1), stored.argmax(1)), variant
         assert (live.exp() - stored.exp()).abs().max() < 0.05, variant
+
+
+def test_correction_rows_are_stored_all_correct_with_their_calibration(store: Path) -> None:
+    """Issue 17's rows: stored beside the others, all-correct (re-checked on the decoded
+    codes), and plc_cal's temperatures recorded in the provenance with what they were fit on."""
+    import numpy as np
+
+    from storage_schema import open_label_store
+
+    labels = open_label_store(store)
+    for name in ("teacher_swap", "plc_random", "plc_mean", "plc_confident", "plc_knn", "plc_cal"):
+        assert name in labels.variants
+        assert (labels.stat(f"false_pixels_{name}") == 0).all(), name
+        base = {"teacher_swap": "teacher", "plc_cal": "teacher_fa_ba_cal"}.get(
+            name, "teacher_fa_ba"
+        )
+        kinds = ("in_image", "bank", "onehot")
+        fixed = sum(labels.stat(f"sc_{k}_{name}") for k in kinds)  # per image
+        np.testing.assert_array_equal(fixed, labels.stat(f"false_pixels_{base}"))
+    # temperature scaling moves no argmax: the calibrated cascade fixes the same pixels
+    np.testing.assert_array_equal(
+        labels.stat("false_pixels_teacher_fa_ba_cal"), labels.stat("false_pixels_teacher_fa_ba")
+    )
+    cal = labels.provenance["calibration"]
+    assert 0.05 <= cal["fp"] <= 20 and 0.05 <= cal["bd"] <= 20
+    assert cal["images"] >= 1 and cal["pixels"] == cal["images"] * labels.size[0] * labels.size[1]
+    assert cal["nll_after"]["fp"] <= cal["nll_before"]["fp"] + 1e-6
+    assert cal["source"] in ("teacher val images", "train split (the teacher held none out)")

@@ -346,3 +346,56 @@ def test_students_that_failed_their_training_check_are_named(tmp_path: Path) -> 
     assert "Student runs that failed the training check (kept with --allow-weak-teacher):" in text
     assert "- plc (fold 1, seed 0): train-split Dice 12.34, predicted background." in text
     assert text.count("failed the training check") == 1  # the passing runs are not listed
+
+
+def test_coherence_by_hand(tmp_path) -> None:
+    """One 4×4 image: T says background everywhere; `plc` corrects an isolated pixel and a
+    2-pixel run, so 3 pixels change, 1 of them isolated, at p(lesion) 0.6, 0.8, 0.8."""
+    from stages import report_labels as rl
+    from storage_schema import create_label_store
+
+    def logp(p_fg: np.ndarray) -> np.ndarray:
+        return np.log(np.stack([1 - p_fg, p_fg])[None].astype(np.float32))  # (1, 2, 4, 4)
+
+    t = np.full((4, 4), 0.2)
+    plc = t.copy()
+    plc[0, 0] = 0.6  # isolated
+    plc[2, 1] = plc[2, 2] = 0.8  # neighbours of each other
+    writer = create_label_store(
+        tmp_path / "l.zarr", ids=["a"], variants=("teacher", "plc"),
+        classes=["background", "lesion"], height=4, width=4, dataset_name="toy",
+        manifest_sha256="0" * 64, shard_size=1, provenance={}, created="2024-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    writer.write_shard(0, {"teacher": logp(t), "plc": logp(plc)})
+    path = writer.publish()
+    coh = rl.coherence([path])
+    c = coh["plc"]
+    assert c.corrected == 3 and c.isolated == 1
+    # the store holds int8 codes: the oracle is the decoded map, worked through by hand
+    from storage_schema import open_label_store
+
+    fg = np.exp(open_label_store(path).read("plc", slice(None))[0, 1].astype(np.float64))
+    lo, hi, bg = fg[0, 0], fg[2, 1], fg[1, 1]  # ≈ 0.6, 0.8, 0.2 after encoding
+    assert abs(lo - 0.6) < 0.02 and abs(hi - 0.8) < 0.02 and fg[2, 2] == hi
+    assert rl.hist_quantile(c.p_hist, 0.1) == pytest.approx(np.floor(lo * 1000 + 1) / 1000)
+    assert rl.hist_quantile(c.p_hist, 0.5) == pytest.approx(np.floor(hi * 1000 + 1) / 1000)
+    # |Δp_fg| between neighbours: (0,0) meets background on 2 sides, the run at row 2 on 6;
+    # 24 neighbour pairs in a 4×4 map
+    assert c.grad_sum == pytest.approx(2 * (lo - bg) + 6 * (hi - bg), abs=1e-6)
+    assert c.grad_n == 24
+    assert coh["teacher"].corrected == 0 and coh["teacher"].grad_sum == pytest.approx(0, abs=1e-6)
+    lines = rl.coherence_lines(coh)
+    assert lines[2].startswith("| T (vanilla KD) | 0 | – |")
+    row = next(line for line in lines if line.startswith("| T + TA_f + TA_b + SC (PLC-KD) |"))
+    assert row.startswith("| T + TA_f + TA_b + SC (PLC-KD) | 3 |") and "| 33.3 |" in row
+
+
+def test_masked_kd_runs_are_their_own_row() -> None:
+    from stages.report_tables import MASKED, ROWS, row_key
+
+    assert row_key({"variant": "teacher"}) == "teacher"  # runs from before --kd-pixels
+    assert row_key({"variant": "teacher", "kd_pixels": "all"}) == "teacher"
+    assert row_key({"variant": "teacher", "kd_pixels": "correct"}) == "teacher" + MASKED
+    labels = dict(ROWS)
+    assert labels["teacher" + MASKED] == "T (vanilla KD), KD on correct pixels only"
+    assert len(set(labels.values())) == len(ROWS)
