@@ -32,6 +32,8 @@ def row_key(config: dict) -> str:
     ``--kd-pixels correct``."""
     masked = config.get("kd_pixels", "all") == "correct"
     return config["variant"] + (MASKED if masked else "")
+
+
 VANILLA = "teacher"
 METRICS = (("dice", "Dice (%)", 100.0), ("iou", "IoU (%)", 100.0))
 BOUNDARY = (("hd95", "HD95 (px)", 1.0), ("assd", "ASSD (px)", 1.0))
