@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from stages.precompute import PrecomputeConfig
+from stages.precompute.stage import PrecomputeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,10 @@ def build_fixture(
     from pipeline.checkpoint import save_checkpoint
     from pipeline.models.registry import build_model
     from pipeline.train import TrainConfig
-    from stages.common import train_segmenter
     from stages.data import load_split, open_store
-    from stages.prepare import PrepareConfig
-    from stages.prepare import run as prepare
+    from stages.prepare.stage import PrepareConfig
+    from stages.prepare.stage import run as prepare
+    from stages.train.common import train_segmenter
 
     data = prepare(
         PrepareConfig(

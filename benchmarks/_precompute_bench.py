@@ -25,7 +25,7 @@ from _common import (
 )
 from _epoch_setup import Fixture
 
-from stages.precompute import PrecomputeConfig
+from stages.precompute.stage import PrecomputeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,25 +83,25 @@ def instrument(targets: dict[str, tuple[object, str]]) -> Iterator[dict[str, Pro
 # name -> (owner module path or class, attribute, depth): depth 0 parts do not overlap;
 # "bg" parts run on the write queue's thread, overlapped with the main thread's work.
 _TARGETS: tuple[tuple[str, str, str, int | str], ...] = (
-    ("shard tasks (PrecomputeWorker.run)", "stages.shard:PrecomputeWorker", "run", 0),
-    ("team forwards (3 nets)", "stages.team:Team", "__call__", 1),
+    ("shard tasks (PrecomputeWorker.run)", "stages.precompute.shard:PrecomputeWorker", "run", 0),
+    ("team forwards (3 nets)", "stages.precompute.team:Team", "__call__", 1),
     ("cascade before SC (pipeline.cascade.cascade)", "pipeline.cascade", "cascade", 1),
     ("needs_bank", "pipeline.cascade", "needs_bank", 1),
-    ("bank samples", "stages.shard", "bank_samples", 1),
+    ("bank samples", "stages.precompute.shard", "bank_samples", 1),
     ("finish: SC + controls (pipeline.cascade.finish)", "pipeline.cascade", "finish", 1),
     ("SC (similarity_correct)", "pipeline.cascade", "similarity_correct", 2),
     ("search (nearest_neighbours)", "pipeline.sc", "nearest_neighbours", 3),
-    ("per-image stats (batch_stats)", "stages.shard", "batch_stats", 1),
-    ("waiting for the write queue (submit)", "stages.writeback:WriteQueue", "submit", 1),
-    ("encode int8 (write-queue thread)", "stages.shard", "_encode_batch", "bg"),
+    ("per-image stats (batch_stats)", "stages.precompute.shard", "batch_stats", 1),
+    ("waiting for the write queue (submit)", "stages.precompute.writeback:WriteQueue", "submit", 1),
+    ("encode int8 (write-queue thread)", "stages.precompute.shard", "_encode_batch", "bg"),
     (
         "write shard (zarr, write-queue thread)",
         "storage_schema:LabelStoreWriter",
         "write_shard",
         "bg",
     ),
-    ("drain the write queue (close)", "stages.writeback:WriteQueue", "close", 0),
-    ("provenance (hash + load checkpoints)", "stages.precompute", "_provenance", 0),
+    ("drain the write queue (close)", "stages.precompute.writeback:WriteQueue", "close", 0),
+    ("provenance (hash + load checkpoints)", "stages.precompute.stage", "_provenance", 0),
     ("create label store", "storage_schema", "create_label_store", 0),
     ("publish", "storage_schema:LabelStoreWriter", "publish", 0),
 )
@@ -156,7 +156,7 @@ def three_forward_limit(fixture: Fixture, batch_size: int, repeats: int) -> Timi
     """The team alone over the train split, in precompute's batch size and order."""
     from pipeline.train import resolve_device
     from stages.data import epoch_batches, load_split, open_store
-    from stages.team import Team
+    from stages.precompute.team import Team
 
     train = load_split(open_store(fixture.data), "train")
     device = resolve_device("auto")
@@ -190,7 +190,7 @@ def precompute_section(
     fixture: Fixture, cfg: PrecomputeConfig, repeats: int, n_train: int, what_if: bool = False
 ) -> None:
     """Print precompute total vs the three-forward limit, and one instrumented run's breakdown."""
-    from stages.precompute import run as precompute
+    from stages.precompute.stage import run as precompute
 
     if what_if:
         work = {"as is": lambda: precompute(cfg), "what-if": lambda: _what_if(precompute, cfg)}
@@ -209,7 +209,7 @@ def precompute_section(
     )
     rows = [
         [
-            "precompute total (`stages.precompute.run`)",
+            "precompute total (`stages.precompute.stage.run`)",
             fmt_seconds(total.median),
             f"{total.spread:.0%}",
         ],

@@ -14,7 +14,7 @@ Encodings (C classes per pixel):
 - ``float32 log-p``: the lossless baseline.
 
 Decoding follows the students' path: probabilities are renormalised and floored at 1e-12
-before the log (as ``stages.distill`` does). Errors are against the float64 input: max |Δp|,
+before the log (as ``stages.distill.stage`` does). Errors are against the float64 input: max |Δp|,
 mean KL(p_τ ‖ q_τ) in nats/pixel at τ = 1 and 4, argmax flips. Throughput is MB of float32
 log-probabilities encoded or decoded per second. ``zstd B/px`` compresses each image alone
 (zstd level 3, one image per chunk, as the store does); both "× smaller" columns compare
@@ -41,7 +41,7 @@ from storage_schema import decode_logprobs, encode_logprobs
 
 logger = logging.getLogger(__name__)
 
-FLOOR = 1e-12  # the students' log floor (stages.distill)
+FLOOR = 1e-12  # the students' log floor (stages.distill.stage)
 TAUS = (1.0, 4.0)
 
 

@@ -1,7 +1,7 @@
 """What the label store buys: student epochs without KD, with stored labels, with the live team.
 
 One run builds, in a temporary folder, a synthetic dataset store, a briefly trained team of
-three networks and a label store (``stages.precompute.run``), then times, interleaved over
+three networks and a label store (``stages.precompute.stage.run``), then times, interleaved over
 ``--repeats`` rounds, one epoch of the same student on the same data and batch size:
 
 - (a) plain supervised (``variant='none'``: L_Seg only);
@@ -42,7 +42,7 @@ from _common import (
 from _epoch_setup import Fixture, build_fixture, precompute_config
 from _precompute_bench import precompute_section
 
-from stages.distill import DistillConfig
+from stages.distill.stage import DistillConfig
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ def build_modes(args: argparse.Namespace, fixture: Fixture, labels: Path) -> dic
     """mode -> (DistillConfig, its StudentStream, the train split in memory)."""
     from pipeline.train import resolve_device
     from stages.data import load_split, open_store
-    from stages.distill import _stream, _val_split
-    from stages.live import LiveLabels
+    from stages.distill.live import LiveLabels
+    from stages.distill.stage import _stream, _val_split
     from storage_schema import open_label_store
 
     store = open_store(fixture.data)
@@ -92,7 +92,7 @@ def time_epochs(args: argparse.Namespace, modes: dict[str, tuple]) -> dict[str, 
     """Seconds of each timed epoch per mode; modes interleaved round by round, one warm-up."""
     from pipeline.models.registry import build_model
     from pipeline.train import TrainConfig, fit, resolve_device
-    from stages.distill import _step
+    from stages.distill.stage import _step
 
     device = resolve_device(args.device)
     models = {m: build_model(args.student, 2, args.size).to(device) for m in modes}
@@ -122,8 +122,8 @@ def step_times(args: argparse.Namespace, modes: dict[str, tuple]) -> dict[str, f
     """Median seconds of one step's parts on one batch already in memory (no data loading)."""
     from pipeline.models.registry import build_model
     from pipeline.train import resolve_device
-    from stages.distill import _step
-    from stages.loader import decode_codes
+    from stages.distill.loader import decode_codes
+    from stages.distill.stage import _step
 
     device = resolve_device(args.device)
     cfg, stored, train = modes[MODES[1]]
@@ -234,7 +234,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from stages.precompute import run as precompute
+    from stages.precompute.stage import run as precompute
 
     args = parse_args(argv)
     set_threads(args.threads)

@@ -4,7 +4,7 @@ One run builds, in a temporary folder, synthetic dataset stores (``plc prepare -
 synthetic``) and label stores holding one all-correct variant (``plc``: smooth soft labels
 made from the masks, encoded like precompute's), then prints three tables side by side:
 
-1. the loader alone (``stages.loader``: DataLoader over the stores, one batch per item,
+1. the loader alone (``stages.distill.loader``: DataLoader over the stores, one batch per item,
    sorted reads), images + masks + one variant at ``--size``², for each ``--workers``
    count: raw batches, then batches on the training device (decoded), then decoded and
    augmented (the augmentation runs on the training device: here the CPU);
@@ -44,8 +44,8 @@ def build_stores(root: Path, size: int, count: int) -> tuple[Path, Path]:
     """A synthetic dataset store of ``count`` images and its one-variant label store."""
     from scipy.ndimage import uniform_filter
 
-    from stages.prepare import PrepareConfig
-    from stages.prepare import run as prepare
+    from stages.prepare.stage import PrepareConfig
+    from stages.prepare.stage import run as prepare
     from storage_schema import create_label_store, open_dataset_store
 
     if (root / f"labels{size}_{count}.zarr").exists():  # built earlier in this run
@@ -100,7 +100,7 @@ def stream(
     from pipeline.augment import AugmentConfig
     from pipeline.sampling import step_batches
     from stages.data import epoch_batches
-    from stages.loader import StoreSource, StudentStream, make_loader
+    from stages.distill.loader import StoreSource, StudentStream, make_loader
     from storage_schema import open_dataset_store
 
     store = open_dataset_store(data)
@@ -147,7 +147,7 @@ RSS_CHILD = """
 import json, resource, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from stages.distill import DistillConfig, run
+from stages.distill.stage import DistillConfig, run
 run(DistillConfig(labels=Path({labels!r}), data=Path({data!r}), out=Path({out!r}),
     variant={variant!r}, student={student!r}, epochs=1, batch_size={batch},
     steps_per_epoch={steps}, progress=False, device="cpu", num_workers={workers},
@@ -205,8 +205,8 @@ def epoch_table(args: argparse.Namespace, data: Path, labels: Path) -> str:
     """One student epoch: stored-label KD vs plain, interleaved."""
     from pipeline.models.registry import build_model
     from pipeline.train import TrainConfig, fit
-    from stages.configs import DistillConfig
-    from stages.distill import _step
+    from stages.distill.config import DistillConfig
+    from stages.distill.stage import _step
 
     modes = {
         "plain (variant none)": (None, "none"),

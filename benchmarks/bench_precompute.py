@@ -6,7 +6,7 @@ Trains a small team once (``--team-model``, ``--team-epochs`` of L_Seg each, see
 the same synthetic dataset with that tree's own code, and times in it
 
 - the three-forward limit (the team alone over the train split, precompute's batches),
-- a forced ``plc precompute`` (the tree's ``stages.precompute.run``),
+- a forced ``plc precompute`` (the tree's ``stages.precompute.stage.run``),
 - one instrumented precompute, broken down by that tree's own ``_precompute_bench`` probes.
 
 It prints medians over the rounds side by side (limit ÷ total, ms per image beyond the
@@ -53,8 +53,8 @@ def random_team(root: Path, size: int, count: int, model: str, quantiles: list[f
 
     from pipeline.checkpoint import save_checkpoint
     from pipeline.models.registry import build_model
-    from stages.configs import PrepareConfig
-    from stages.prepare import run as prepare
+    from stages.prepare.config import PrepareConfig
+    from stages.prepare.stage import run as prepare
 
     data = prepare(
         PrepareConfig(dataset="synthetic", out=root / "team.zarr", size=size, count=count,
@@ -71,12 +71,12 @@ def random_team(root: Path, size: int, count: int, model: str, quantiles: list[f
 
 def _prepare(tree_out: Path, size: int, count: int) -> Path:
     """The synthetic store at ``tree_out`` made by the imported tree's ``prepare``."""
-    from stages.prepare import run as prepare
+    from stages.prepare.stage import run as prepare
 
     try:  # after the "CLI built from config fields" change
-        from stages.configs import PrepareConfig
+        from stages.prepare.config import PrepareConfig
     except ImportError:
-        from stages.prepare import PrepareConfig
+        from stages.prepare.stage import PrepareConfig
     if not tree_out.exists():
         prepare(
             PrepareConfig(dataset="synthetic", out=tree_out, size=size, count=count, progress=False)
@@ -108,7 +108,7 @@ def worker(args: argparse.Namespace) -> None:
     from _common import set_threads, time_it
     from _epoch_setup import Fixture, precompute_config
 
-    from stages.precompute import run as precompute
+    from stages.precompute.stage import run as precompute
 
     set_threads(args.threads)
     work = Path(args.workdir)
@@ -134,7 +134,7 @@ def worker(args: argparse.Namespace) -> None:
                 "parts": parts,
                 "table": pb.breakdown_table(probes, whole),
                 "data": _data_digest(data),
-                "code": str(Path(sys.modules["stages.precompute"].__file__).parent.parent),
+                "code": str(Path(sys.modules["stages.precompute.stage"].__file__).parent.parent),
             }
         )
     )

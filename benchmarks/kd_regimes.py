@@ -67,8 +67,8 @@ def run_dir(study: Study, fold: int, cell: Cell, arm: str, seed: int) -> Path:
 
 def distill(study: Study, fold: int, cell: Cell, arm: str, seed: int) -> Path:
     """One ``plc distill`` run of the cell (a no-op when its output is current)."""
-    from stages import distill as stage
-    from stages.configs import DistillConfig
+    from stages.distill import stage
+    from stages.distill.config import DistillConfig
 
     section = dict(study.p["distill"])
     per_epoch = int(section.get("steps_per_epoch", 20))

@@ -1,7 +1,7 @@
 """Seed variance of the training recipe: old vs new, and each new part left out in turn.
 
 Each run trains one network alone (L_Seg, the teacher stage's code path:
-``stages.common.train_segmenter``) on the train split of a prepared store for the same
+``stages.train.common.train_segmenter``) on the train split of a prepared store for the same
 number of optimiser steps, then scores it on the test split (mean per-image Dice). Results
 go to a JSON-lines file as they come; a rerun skips the (model, recipe, seed) runs already
 there, so an interrupted measurement resumes. The table is printed from that file.
@@ -62,10 +62,10 @@ def train_one(data: Path, model_name: str, name: str, seed: int, steps: int, lr:
     """Train and score one (model, recipe, seed) run; returns its result record."""
     from pipeline.models.registry import build_model
     from pipeline.train import TrainConfig, resolve_device, seed_everything
-    from stages.checks import check_training
-    from stages.common import augmentation, train_segmenter
     from stages.data import load_split, open_store
     from stages.evaluate import evaluate_model
+    from stages.train.checks import check_training
+    from stages.train.common import augmentation, train_segmenter
 
     options = recipe(name)
     store = open_store(data)

@@ -132,8 +132,8 @@ class Study:
 
     # ------------------------------------------------------------------ stages
     def prepare(self, size: int | None = None, out: Path | None = None) -> Path:
-        from stages import prepare
-        from stages.configs import PrepareConfig
+        from stages.prepare import stage as prepare
+        from stages.prepare.config import PrepareConfig
 
         section = dict(self.p["prepare"])
         layout = section.pop("layout")
@@ -146,8 +146,9 @@ class Study:
         return self.timed("prepare", out.name, out, prepare.run, cfg)
 
     def train_team(self, fold: int) -> None:
-        from stages import train_assistant, train_teacher
-        from stages.configs import AssistantConfig, TeacherConfig
+        from stages.train import assistant as train_assistant
+        from stages.train import teacher as train_teacher
+        from stages.train.config import AssistantConfig, TeacherConfig
 
         common = {"dataset": self.ds, "data": self.data, "fold": fold, "progress": False}
         teacher = self.team(fold, "teacher")
@@ -160,8 +161,8 @@ class Study:
             self.timed(f"train_assistant ({kind})", f"fold{fold}", out, train_assistant.run, cfg)
 
     def precompute(self, fold: int) -> None:
-        from stages import precompute
-        from stages.configs import PrecomputeConfig
+        from stages.precompute import stage as precompute
+        from stages.precompute.config import PrecomputeConfig
 
         nets = {r: self.team(fold, r) for r in ("teacher", "assistant_fp", "assistant_bd")}
         out = self.labels(fold)
@@ -170,7 +171,7 @@ class Study:
         self.timed("precompute", f"fold{fold}", out, precompute.run, cfg)
 
     def distill_config(self, job: Job) -> Any:
-        from stages.configs import DistillConfig
+        from stages.distill.config import DistillConfig
 
         return build(DistillConfig, self.p["distill"], labels=self.labels(job.fold),
                      out=self.run_dir(job), data=self.data, fold=job.fold, variant=job.variant,
@@ -238,8 +239,8 @@ class Study:
         return False
 
     def write_report(self, elapsed: float) -> Path:
-        from stages import report
-        from stages.configs import ReportConfig
+        from stages.report import stage as report
+        from stages.report.config import ReportConfig
 
         cfg = ReportConfig(runs=self.root / "runs", out=self.report, labels=self.root / "labels",
                            teacher_metrics=self.root / "models",
@@ -280,7 +281,7 @@ def _threads(n: int) -> None:
 
 
 def _distill(cfg: Any) -> Path:
-    from stages import distill
+    from stages.distill import stage as distill
 
     return distill.run(cfg)
 
@@ -316,8 +317,8 @@ def pilot(study: Study) -> Path:
     A candidate names ``size``, ``team`` and ``student`` models; optional ``teacher_options`` /
     ``student_options`` override recipe keys (epochs, steps_per_epoch, ...) of that network.
     """
-    from stages import train_teacher
-    from stages.configs import TeacherConfig
+    from stages.train import teacher as train_teacher
+    from stages.train.config import TeacherConfig
 
     pp = study.p["pilot"]
     rows = []

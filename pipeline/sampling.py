@@ -154,7 +154,7 @@ def validation_indices(n: int, fraction: float, seed: int = VAL_SEED) -> np.ndar
 def fraction_subset(empty: np.ndarray, fraction: float, seed: int = VAL_SEED) -> np.ndarray:
     """Sorted positions of a seeded, stratified ``fraction`` of the images (``--train-fraction``).
 
-    Stratified as the folds are (:func:`stages.folds.assign_folds`): images with foreground and
+    Stratified as the folds are (:func:`stages.prepare.folds.assign_folds`): images with foreground and
     empty images are subsampled separately, each keeping ``round(n_stratum * fraction)`` images
     (at least one of a non-empty stratum). Each stratum's order is one seeded permutation and
     the subset is its prefix, so the subsets are nested: the 25 % subset lies inside the 50 %

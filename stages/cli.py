@@ -13,17 +13,13 @@ from typing import Annotated
 
 import typer
 
-from stages.configs import (
-    AssistantConfig,
-    DistillConfig,
-    EvaluateConfig,
-    InspectConfig,
-    PrecomputeConfig,
-    PrepareConfig,
-    ReportConfig,
-    TeacherConfig,
-)
+from stages.configs import EvaluateConfig
+from stages.distill.config import DistillConfig
 from stages.options import command
+from stages.precompute.config import PrecomputeConfig
+from stages.prepare.config import PrepareConfig
+from stages.report.config import InspectConfig, ReportConfig
+from stages.train.config import AssistantConfig, TeacherConfig
 
 app = typer.Typer(
     help="PLC-KD: precompute progressively corrected soft labels once, distill many students.",
@@ -48,35 +44,35 @@ command(
     app,
     "prepare",
     PrepareConfig,
-    "stages.prepare:run",
+    "stages.prepare.stage:run",
     help="Read a raw dataset, check every file, and write the prepared dataset store.",
 )
 command(
     app,
     "train-teacher",
     TeacherConfig,
-    "stages.train_teacher:run",
+    "stages.train.teacher:run",
     help="Train the teacher T on the train split with L_Seg (0.5 CE + 0.5 Dice).",
 )
 command(
     app,
     "train-assistant",
     AssistantConfig,
-    "stages.train_assistant:run",
+    "stages.train.assistant:run",
     help="Train an assistant: TA_f on false-pixel images or TA_b on boundary-transform images.",
 )
 command(
     app,
     "precompute",
     PrecomputeConfig,
-    "stages.precompute:run",
+    "stages.precompute.stage:run",
     help="Run the teacher team once over the train split and write every label variant.",
 )
 command(
     app,
     "distill",
     DistillConfig,
-    "stages.distill:run",
+    "stages.distill.stage:run",
     help="Train a student with L_Seg + λ·KD from stored labels, then evaluate it on the test split.",
 )
 command(
@@ -90,14 +86,14 @@ command(
     app,
     "report",
     ReportConfig,
-    "stages.report:run",
+    "stages.report.stage:run",
     help="Write a Table-2-style report: every variant, Dice/IoU mean ± std over seeds.",
 )
 command(
     app,
     "inspect",
     InspectConfig,
-    "stages.inspect:run",
+    "stages.report.inspect:run",
     help="Draw a Fig-4-style panel: image, GT, each variant's foreground probability, false pixels.",
 )
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stages.common import config_dict
 from stages.configs import EvaluateConfig
 from stages.data import SplitData, epoch_batches, load_split, open_store
+from stages.records import config_dict
 
 logger = logging.getLogger(__name__)
 

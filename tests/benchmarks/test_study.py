@@ -99,7 +99,7 @@ def test_dry_run_section_overrides_only_its_keys() -> None:
 
 
 def test_build_maps_flags_and_refuses_unknown_keys(tmp_path: Path) -> None:
-    from stages.configs import DistillConfig
+    from stages.distill.config import DistillConfig
 
     (tmp_path / "l.zarr").mkdir()
     wiring = {"labels": tmp_path / "l.zarr", "out": tmp_path / "r"}

@@ -18,19 +18,24 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from stages import configs
 from stages.cli import app
+from stages.configs import EvaluateConfig
+from stages.distill.config import DistillConfig
 from stages.options import Opt, flag_of, opt_of
+from stages.precompute.config import PrecomputeConfig
+from stages.prepare.config import PrepareConfig
+from stages.report.config import InspectConfig, ReportConfig
+from stages.train.config import AssistantConfig, TeacherConfig
 
 COMMANDS: dict[str, type] = {
-    "prepare": configs.PrepareConfig,
-    "train-teacher": configs.TeacherConfig,
-    "train-assistant": configs.AssistantConfig,
-    "precompute": configs.PrecomputeConfig,
-    "distill": configs.DistillConfig,
-    "evaluate": configs.EvaluateConfig,
-    "report": configs.ReportConfig,
-    "inspect": configs.InspectConfig,
+    "prepare": PrepareConfig,
+    "train-teacher": TeacherConfig,
+    "train-assistant": AssistantConfig,
+    "precompute": PrecomputeConfig,
+    "distill": DistillConfig,
+    "evaluate": EvaluateConfig,
+    "report": ReportConfig,
+    "inspect": InspectConfig,
 }
 NOT_FROM_CONFIGS = {"verify", "models"}  # hand-written commands, covered below
 

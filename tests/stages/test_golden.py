@@ -194,14 +194,44 @@ def test_report_has_a_row_per_variant(chain: dict[str, Path]) -> None:
     assert "Not recorded for" not in text
 
 
+def test_report_finds_the_teacher_metrics_through_the_label_store(
+    chain: dict[str, Path], tmp_path: Path
+) -> None:
+    """Without --teacher-metrics, the teacher row and the gap come from the metrics beside the
+    teacher checkpoint that the label store's provenance names; when there are none, the
+    report says so."""
+    out = tmp_path / "r.md"
+    plc("report", "--runs", chain["runs"], "--out", out, "--labels", chain["labels"])
+    text = out.read_text()
+    assert "Teacher metrics: found beside the teacher checkpoint" in text
+    assert str(chain["teacher"].with_suffix(".metrics.json")) in text
+    with_flag = chain["report"].read_text()
+    for line in ("Teacher T", "Teacher − student alone"):
+        mine = [x for x in text.splitlines() if x.startswith(f"| {line}") or x.startswith(line)]
+        theirs = [
+            x for x in with_flag.splitlines() if x.startswith(f"| {line}") or x.startswith(line)
+        ]
+        assert mine == theirs and mine, line  # the same rows as with the flag
+    metrics = chain["teacher"].with_suffix(".metrics.json")
+    moved = metrics.with_name("moved.json")
+    metrics.rename(moved)
+    try:
+        plc("report", "--runs", chain["runs"], "--out", out, "--labels", chain["labels"])
+    finally:
+        moved.rename(metrics)
+    text = out.read_text()
+    assert f"No teacher metrics found ({metrics})" in text and "pass --teacher-metrics" in text
+    assert "| Teacher T" not in text
+
+
 def test_bt_bands_of_an_older_checkpoint_are_recomputed_as_recorded(
     chain: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A TA_b checkpoint without diagnostics (trained before they were recorded): the report
     recomputes its bands from the options it recorded, equal to what training records."""
     from pipeline import checkpoint
-    from stages.report_labels import team_lines
-    from stages.train_assistant import recompute_bt_bands
+    from stages.report.labels import team_lines
+    from stages.train.assistant import recompute_bt_bands
 
     meta = checkpoint.load_checkpoint(chain["bd"])
     recorded = meta["extra"]["diagnostics"]["bt_bands"]
@@ -316,8 +346,8 @@ def test_live_labels_match_stored_within_encoding_error(chain: dict[str, Path]) 
     import torch
 
     from stages.data import load_split
-    from stages.live import LiveLabels
-    from stages.loader import StoreBatches, StoreSource, decode_codes
+    from stages.distill.live import LiveLabels
+    from stages.distill.loader import StoreBatches, StoreSource, decode_codes
     from storage_schema import open_dataset_store, open_label_store
 
     labels = open_label_store(chain["labels"])

@@ -111,7 +111,7 @@ def test_cascade_never_adds_a_false_pixel_of_any_class(chain: dict[str, Path]) -
 
 
 def _assistant_cfg(chain: dict[str, Path], kind: str, **kw: object):
-    from stages.configs import AssistantConfig
+    from stages.train.config import AssistantConfig
 
     return AssistantConfig(dataset="g3", kind=kind, data=chain["data"], teacher=chain["teacher"],
                            augment=False, batch_size=4, device="cpu", **kw)  # fmt: skip
@@ -127,7 +127,7 @@ def test_fig_keeps_one_queue_per_class_of_the_teachers_false_pixels(
 ) -> None:
     from pipeline.checkpoint import build_from_checkpoint
     from stages.data import load_split, open_store
-    from stages.train_assistant import FalsePixelBatches
+    from stages.train.assistant import FalsePixelBatches
 
     teacher, _ = build_from_checkpoint(chain["teacher"])
     train = load_split(open_store(chain["data"]), "train")
@@ -150,7 +150,7 @@ def test_fig_keeps_one_queue_per_class_of_the_teachers_false_pixels(
 
 def test_bt_swaps_inside_each_class_region(chain: dict[str, Path]) -> None:
     from stages.data import load_split, open_store
-    from stages.train_assistant import _boundary_transform
+    from stages.train.assistant import _boundary_transform
 
     train = load_split(open_store(chain["data"]), "train")
     transform = _boundary_transform(_assistant_cfg(chain, "boundary", bt_delta=2), 32, 3)

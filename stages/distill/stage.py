@@ -1,0 +1,232 @@
+"""distill stage: train a student from the label store (or the live team), then evaluate it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.variants import NO_KD
+from stages.data import (
+    StoreSplit,
+    check_same_images,
+    epoch_batches,
+    foreground_pixels,
+    load_split,
+    open_labels_with_data,
+)
+from stages.distill.config import DistillConfig
+from stages.records import checkpoint_is_current, config_dict
+from stages.train.common import stable_history, write_curve
+
+logger = logging.getLogger(__name__)
+
+
+def _val_split(cfg: DistillConfig, store) -> tuple[np.ndarray, np.ndarray | None]:
+    """(train, val) positions in the train split: ``--val-fraction`` held out for the curve.
+
+    The held-out images are the teacher's (``pipeline.sampling.validation_indices``: they
+    depend on the split's size only); ``--val-fraction 0`` trains on every image (val None).
+    """
+    n = len(store.indices("train"))
+    if cfg.val_fraction == 0:
+        return np.arange(n), None
+    from pipeline.sampling import validation_indices
+
+    val = validation_indices(n, cfg.val_fraction)
+    return np.setdiff1d(np.arange(n), val), val
+
+
+def _train_subset(cfg: DistillConfig, store, keep: np.ndarray) -> np.ndarray:
+    """``keep`` cut to ``--train-fraction`` of it (stratified by empty masks, nested, seeded
+    independently of the run's seed: every variant and seed of a fold sees the same images)."""
+    if cfg.train_fraction == 1.0:
+        return keep
+    from pipeline.sampling import fraction_subset
+
+    empty = foreground_pixels(store, store.indices("train")[keep]) == 0
+    kept = keep[fraction_subset(empty, cfg.train_fraction)]
+    logger.info(
+        "--train-fraction %g: %d of %d train images", cfg.train_fraction, len(kept), len(keep)
+    )
+    return kept
+
+
+def _plan(cfg: DistillConfig, store, keep: np.ndarray):
+    """epoch -> index batches (positions in the train split, drawn from ``keep``), seeded by
+    ``cfg.seed`` only; with every position kept, the batches index the split directly."""
+    plan = _draws(cfg, store, store.indices("train")[keep])
+    if len(keep) == len(store.indices("train")):
+        return plan
+    return lambda epoch: [keep[b] for b in plan(epoch)]
+
+
+def _draws(cfg: DistillConfig, store, train_idx: np.ndarray):
+    """epoch -> batches of positions in ``train_idx``."""
+    n = len(train_idx)
+    if cfg.steps_per_epoch == 0:  # one shuffled pass over the split per epoch
+
+        def one_pass(epoch: int) -> list[np.ndarray]:
+            batches = epoch_batches(n, cfg.batch_size, epoch, cfg.seed, drop_last=True)
+            return [b.numpy() for b in batches]
+
+        return one_pass
+    from pipeline.sampling import foreground_weights_from_counts, step_batches
+
+    counts = foreground_pixels(store, train_idx)
+    weights = foreground_weights_from_counts(counts, cfg.foreground_fraction)
+
+    def steps(epoch: int) -> list[np.ndarray]:
+        return step_batches(n, cfg.batch_size, cfg.steps_per_epoch, epoch, cfg.seed, weights)
+
+    return steps
+
+
+def _split_mb(store, label_store, n: int) -> float:
+    """MB of ``n`` train images, their masks and (with ``label_store``) one variant's codes."""
+    h, w = store.size
+    per_image = h * w * 4 + (len(label_store.classes) * h * w if label_store is not None else 0)
+    return n * per_image / 2**20
+
+
+def _stream(cfg: DistillConfig, store, label_store, keep, device: torch.device, live=None):
+    """The student's batches: a DataLoader over the stores, decoded and augmented on ``device``."""
+    from pipeline.augment import AugmentConfig
+    from stages.distill.loader import StoreSource, StudentStream, make_loader
+
+    train_idx = store.indices("train")
+    stored = cfg.variant != NO_KD and live is None
+    if stored:
+        check_same_images(store, label_store, train_idx)
+    source = StoreSource(
+        data=str(store.path),
+        indices=train_idx,
+        labels=str(label_store.path) if stored else None,
+        variant=cfg.variant if stored else None,
+        manifest_sha256=store.manifest_sha256,
+        preload=_split_mb(store, label_store if stored else None, len(train_idx)) <= cfg.preload_mb,
+    )
+    loader = make_loader(
+        source,
+        _plan(cfg, store, keep),
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    augment = AugmentConfig() if cfg.augment else None
+    return StudentStream(loader, device, cfg.seed, augment, live)
+
+
+def _step(cfg: DistillConfig):
+    from pipeline.check import class_argmax
+    from pipeline.losses import cwd_loss, kd_loss, masked_kd_loss, seg_loss
+
+    response = kd_loss if cfg.loss == "kd" else cwd_loss
+
+    def step(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        logits = net(batch[0])
+        seg = seg_loss(logits, batch[1])
+        if len(batch) == 2:
+            return {"loss": seg, "seg": seg}
+        if cfg.kd_pixels == "correct":  # KD only where the label's argmax is the GT
+            kd = masked_kd_loss(logits, batch[2], class_argmax(batch[2], 1) == batch[1], cfg.tau)
+        else:
+            kd = response(logits, batch[2], cfg.tau)
+        return {"loss": seg + cfg.lam * kd, "seg": seg, cfg.loss: kd}
+
+    return step
+
+
+def run(cfg: DistillConfig) -> Path:
+    """Train and evaluate one student; returns the ``metrics.json`` path."""
+    from pipeline.checkpoint import save_checkpoint
+    from pipeline.models.registry import build_model, check_input_size
+    from pipeline.train import fit, resolve_device, seed_everything
+    from stages.evaluate import evaluate_model, write_metrics
+    from stages.train.checks import check_training
+    from stages.train.common import make_train_config, val_dice
+
+    out = Path(cfg.out)
+    if (
+        checkpoint_is_current(out / "student.pt", cfg, cfg.force)
+        and (out / "metrics.json").exists()
+    ):
+        logger.info("student %s is up to date (same config); use --force to retrain", out)
+        return out / "metrics.json"
+    store, label_store = open_labels_with_data(cfg.labels, cfg.data, cfg.fold)
+    height, width = store.size
+    check_input_size(cfg.student, height, width)
+    device = resolve_device(cfg.device)
+    keep, val = _val_split(cfg, store)
+    keep = _train_subset(cfg, store, keep)
+    live = _live_labels(cfg, store, label_store, device) if cfg.live else None
+    stream = _stream(cfg, store, label_store, keep, device, live)
+    seed_everything(cfg.seed)
+    n_classes = len(store.classes)
+    model = build_model(cfg.student, num_classes=n_classes, img_size=height).to(device)
+    pairing = _pairing(cfg, store, model, keep)
+    evaluate = None
+    if val is not None:  # val Dice per epoch on held-out train images (never the test split)
+        evaluate = val_dice(StoreSplit(store, "train", val), n_classes, cfg.batch_size, device)
+    history = fit(
+        model,
+        stream,
+        _step(cfg),
+        make_train_config(cfg),
+        steps_per_epoch=len(stream),
+        evaluate=evaluate,
+        desc=f"student ({cfg.variant})",
+    )
+    stream.close()  # the loader's workers end here, before evaluation
+    check = check_training(
+        model,
+        StoreSplit(store, "train", keep),
+        store.classes,
+        f"student {cfg.student} ({cfg.variant}, seed {cfg.seed})",
+        batch_size=cfg.batch_size,
+        device=device,
+        allow_weak=cfg.allow_weak_teacher,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
+    save_checkpoint(
+        out / "student.pt",
+        model.cpu(),
+        model_name=cfg.student,
+        num_classes=n_classes,
+        img_size=height,
+        config=meta,
+        extra={"history": stable_history(history), "role": "student", "train_check": check},
+    )
+    write_curve(history, out / "curve.csv")
+    metrics = evaluate_model(
+        model.to(device), StoreSplit(store, "test"), n_classes, cfg.batch_size, device, True
+    )
+    extra = {
+        "config": config_dict(cfg),
+        "dataset": store.name,
+        "split": "test",
+        "train_check": check,
+        **pairing,
+    }
+    logger.info("student %s: test Dice %.4f IoU %.4f", out, metrics["dice"], metrics["iou"])
+    return write_metrics(metrics, out / "metrics.json", extra)
+
+
+def _pairing(cfg: DistillConfig, store, model: nn.Module, keep: np.ndarray) -> dict[str, str]:
+    """Digests of the initial weights and the batch plan (the paired design, checked by
+    ``plc report``): equal for every variant of one (fold, seed)."""
+    from stages.distill.pairing import plan_sha256, weights_sha256
+
+    plan = _plan(cfg, store, keep)
+    return {"init_sha256": weights_sha256(model), "batches_sha256": plan_sha256(plan, cfg.epochs)}
+
+
+def _live_labels(cfg: DistillConfig, store, label_store, device: torch.device):
+    """The team's labels computed every step (``--live``; holds the train split in memory)."""
+    from stages.distill.live import LiveLabels
+
+    train = load_split(store, "train")
+    return LiveLabels(label_store, cfg.variant, train, device)
