@@ -99,6 +99,11 @@ class Study:
         self.root = Path(workdir or ROOT / "studies" / self.name)
         self.report = Path(report or ROOT / "reports" / f"{self.name}.md")
         self.ds = params.get("dataset_name", "study")
+        # a second study over the same data and teams (e.g. the correction comparison) keeps
+        # its own label stores, runs and timings under the same workdir
+        self.labels_root = self.root / params.get("labels_dir", "labels")
+        self.runs_root = self.root / params.get("runs_dir", "runs")
+        self.timings = self.root / params.get("timings", "timings.jsonl")
         self.root.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ paths
@@ -110,10 +115,10 @@ class Study:
         return self.root / "models" / self.ds / f"fold{fold}" / f"{role}.pt"
 
     def labels(self, fold: int) -> Path:
-        return self.root / "labels" / f"{self.ds}-fold{fold}.zarr"
+        return self.labels_root / f"{self.ds}-fold{fold}.zarr"
 
     def run_dir(self, job: Job) -> Path:
-        return self.root / "runs" / f"fold{job.fold}" / job.name()
+        return self.runs_root / f"fold{job.fold}" / job.name()
 
     # ------------------------------------------------------------------ timing
     def timed(self, stage: str, label: str, out: Path, fn, *args) -> Any:
@@ -127,7 +132,7 @@ class Study:
         return result
 
     def log(self, record: dict) -> None:
-        with open(self.root / "timings.jsonl", "a") as f:
+        with open(self.timings, "a") as f:
             f.write(json.dumps(record | {"time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
 
     # ------------------------------------------------------------------ stages
@@ -242,7 +247,7 @@ class Study:
         from stages.report import stage as report
         from stages.report.config import ReportConfig
 
-        cfg = ReportConfig(runs=self.root / "runs", out=self.report, labels=self.root / "labels",
+        cfg = ReportConfig(runs=self.runs_root, out=self.report, labels=self.labels_root,
                            teacher_metrics=self.root / "models",
                            bootstrap=int(self.p.get("bootstrap", 2000)))  # fmt: skip
         report.run(cfg)
@@ -251,9 +256,7 @@ class Study:
         return self.report
 
     def timing_lines(self, elapsed: float) -> list[str]:
-        records = [
-            json.loads(line) for line in (self.root / "timings.jsonl").read_text().splitlines()
-        ]
+        records = [json.loads(line) for line in self.timings.read_text().splitlines()]
         stages: dict[str, list[float]] = {}
         for r in records:
             if r["computed"]:
