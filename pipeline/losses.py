@@ -166,6 +166,101 @@ def masked_kd_loss(
     return kl[mask].sum() / count * tau**2
 
 
+def dkd_loss(
+    student_logits: Tensor,
+    teacher_logp: Tensor,
+    target: Tensor,
+    tau: float = 1.0,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+) -> Tensor:
+    """Decoupled KD (Zhao et al. 2022, "Decoupled Knowledge Distillation"), per pixel.
+
+    With t the GT class of a pixel and p = softmax(z / τ): TCKD = KL(b_T ‖ b_S) over the
+    binary split b = (p_t, 1 − p_t); NCKD = KL(p̂_T ‖ p̂_S) over the non-target classes only,
+    p̂ = softmax of the non-target entries of z / τ. Loss = (α · TCKD + β · NCKD) · τ², mean
+    over pixels (mdistiller's defaults α = 1, β = 8; mdistiller divides the summed KL by the
+    batch size, here by the number of pixels). Stored log-probabilities stand in for the
+    teacher's logits: both softmaxes are invariant to the per-pixel constant between them.
+
+    **Binary segmentation**: a pixel has one non-target class, p̂ = (1) for both networks, so
+    NCKD is identically 0 and DKD is α · KD (tested); DKD's decoupling needs C > 2.
+
+    Args:
+        student_logits: (B, K, H, W).
+        teacher_logp: (B, K, H, W) teacher log-probabilities.
+        target: (B, H, W) long GT classes.
+        tau, alpha, beta: temperature (> 0) and the weights of TCKD and NCKD (>= 0).
+    """
+    _check_pair(student_logits, teacher_logp)
+    b, k, h, w = student_logits.shape
+    check_shape(target, f"{b} {h} {w}", "target")
+    if not tau > 0:
+        raise ValueError(f"tau must be a positive temperature, got {tau!r}.")
+    zs, zt = student_logits / tau, teacher_logp / tau
+    onehot = F.one_hot(target, k).permute(0, 3, 1, 2).bool()  # (B, K, H, W)
+    log_ps, log_pt = F.log_softmax(zs, dim=1), F.log_softmax(zt, dim=1)
+    # TCKD: binary (target, rest) distributions, in log space for stability
+    lt_s = log_ps.masked_fill(~onehot, 0).sum(1)  # log p_t (B, H, W)
+    lt_t = log_pt.masked_fill(~onehot, 0).sum(1)
+    lr_s, lr_t = (
+        torch.log1p(-lt_s.exp().clamp(max=1 - 1e-7)),
+        torch.log1p(-lt_t.exp().clamp(max=1 - 1e-7)),
+    )
+    tckd = lt_t.exp() * (lt_t - lt_s) + lr_t.exp() * (lr_t - lr_s)  # (B, H, W)
+    # NCKD: softmax over the non-target classes (the target pushed to -inf)
+    if k > 2:
+        fill = torch.finfo(zs.dtype).min
+        ln_s = F.log_softmax(zs.masked_fill(onehot, fill), dim=1)
+        ln_t = F.log_softmax(zt.masked_fill(onehot, fill), dim=1)
+        nckd = (ln_t.exp() * (ln_t - ln_s)).masked_fill(onehot, 0).sum(1)
+    else:
+        nckd = torch.zeros_like(tckd)
+    return (alpha * tckd + beta * nckd).mean() * tau**2
+
+
+def _pearson(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """Pearson correlation of the rows of (N, D) ``a`` and ``b``: (N,)."""
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_loss(
+    student_logits: Tensor,
+    teacher_logp: Tensor,
+    tau: float = 1.0,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+) -> Tensor:
+    """DIST (Huang et al. 2022, "Knowledge Distillation from A Stronger Teacher"), per pixel.
+
+    Every pixel of the batch is a sample (hunto/DIST_KD's segmentation loss flattens
+    (B, K, H, W) to (B·H·W, K)); with Y = softmax(z / τ): inter-class relation
+    1 − mean over pixels of Pearson(Y_S[i, :], Y_T[i, :]) (across classes), intra-class
+    relation 1 − mean over classes of Pearson(Y_S[:, c], Y_T[:, c]) (across the batch's
+    pixels); loss = τ² (β · inter + γ · intra), β = γ = 1 as in the paper.
+
+    **Binary segmentation**: two centred class probabilities (p − ½, ½ − p) are collinear, so
+    the per-pixel Pearson is ±1 (the sign of agreement) and the inter-class term carries no
+    gradient; only the intra-class term trains (tested).
+
+    Args:
+        student_logits: (B, K, H, W).
+        teacher_logp: (B, K, H, W) teacher log-probabilities (softmax-invariant stand-ins for
+            the logits).
+        tau, beta, gamma: temperature (> 0), inter- and intra-class weights.
+    """
+    _check_pair(student_logits, teacher_logp)
+    if not tau > 0:
+        raise ValueError(f"tau must be a positive temperature, got {tau!r}.")
+    k = student_logits.shape[1]
+    ys = (student_logits / tau).softmax(1).permute(0, 2, 3, 1).reshape(-1, k)  # (N, K)
+    yt = (teacher_logp / tau).softmax(1).permute(0, 2, 3, 1).reshape(-1, k)
+    inter = 1 - _pearson(ys, yt).mean()
+    intra = 1 - _pearson(ys.T, yt.T).mean()
+    return tau**2 * (beta * inter + gamma * intra)
+
+
 def cwd_loss(
     student_logits: Tensor,
     teacher_logp: Tensor,

@@ -25,7 +25,19 @@ class DistillConfig(TrainOptions):
         help="Label variant to distill ('none': the student alone).",
         choices=DISTILL_CHOICES,  # the variant table (pipeline.variants is torch-free)
     )
-    loss: str = option("kd", help="Response loss.", choices=LOSSES)
+    loss: str = option(
+        "kd",
+        help="Response loss on the stored labels: kd (pixel-wise KL), cwd (channel-wise), dkd "
+        "(decoupled KD: TCKD + NCKD; in binary segmentation NCKD is identically 0, so dkd is "
+        "--dkd-alpha x kd), dist (DIST's inter- and intra-class Pearson terms; in binary "
+        "segmentation the inter-class term is a constant sign, only the intra-class term "
+        "trains).",
+        choices=LOSSES,
+    )
+    dkd_alpha: float = option(1.0, help="DKD: weight α of TCKD (mdistiller: 1).", ge=0)
+    dkd_beta: float = option(8.0, help="DKD: weight β of NCKD (mdistiller: 8).", ge=0)
+    dist_beta: float = option(1.0, help="DIST: weight β of the inter-class term.", ge=0)
+    dist_gamma: float = option(1.0, help="DIST: weight γ of the intra-class term.", ge=0)
     student: str = option("unet", help="Registry name (see `plc models`).", choices=model_choices)
     lam: float = option(1.0, help="Weight λ of the KD term.", flag="--lambda", ge=0)
     tau: float = option(1.0, help="Temperature τ.", gt=0)

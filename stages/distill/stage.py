@@ -121,9 +121,14 @@ def _stream(cfg: DistillConfig, store, label_store, keep, device: torch.device, 
 
 def _step(cfg: DistillConfig):
     from pipeline.check import class_argmax
-    from pipeline.losses import cwd_loss, kd_loss, masked_kd_loss, seg_loss
+    from pipeline.losses import cwd_loss, dist_loss, dkd_loss, kd_loss, masked_kd_loss, seg_loss
 
-    response = kd_loss if cfg.loss == "kd" else cwd_loss
+    def response(logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        if cfg.loss == "dkd":
+            return dkd_loss(logits, soft, target, cfg.tau, cfg.dkd_alpha, cfg.dkd_beta)
+        if cfg.loss == "dist":
+            return dist_loss(logits, soft, cfg.tau, cfg.dist_beta, cfg.dist_gamma)
+        return (kd_loss if cfg.loss == "kd" else cwd_loss)(logits, soft, cfg.tau)
 
     def step(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         logits = net(batch[0])
@@ -133,7 +138,7 @@ def _step(cfg: DistillConfig):
         if cfg.kd_pixels == "correct":  # KD only where the label's argmax is the GT
             kd = masked_kd_loss(logits, batch[2], class_argmax(batch[2], 1) == batch[1], cfg.tau)
         else:
-            kd = response(logits, batch[2], cfg.tau)
+            kd = response(logits, batch[1], batch[2])
         return {"loss": seg + cfg.lam * kd, "seg": seg, cfg.loss: kd}
 
     return step

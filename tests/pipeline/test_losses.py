@@ -231,3 +231,82 @@ def test_masked_kd_loss_is_the_kl_mean_over_the_masked_pixels_only() -> None:
     assert torch.equal(s.grad, torch.zeros_like(s))
     with pytest.raises(ValueError, match="mask must be bool"):
         masked_kd_loss(s, t, everything.long(), tau)
+
+
+def _dkd_oracle(s, t, target, tau, alpha, beta):
+    """DKD from the paper's definitions, pixel by pixel, in float64."""
+    s, t = s.double() / tau, t.double() / tau
+    b, k, h, w = s.shape
+    total = 0.0
+    for i in range(b):
+        for y in range(h):
+            for x in range(w):
+                c = int(target[i, y, x])
+                ps, pt = s[i, :, y, x].softmax(0), t[i, :, y, x].softmax(0)
+                bs = torch.stack([ps[c], 1 - ps[c]])
+                bt = torch.stack([pt[c], 1 - pt[c]])
+                tckd = float((bt * (bt / bs).log()).sum())
+                others = [j for j in range(k) if j != c]
+                qs, qt = s[i, others, y, x].softmax(0), t[i, others, y, x].softmax(0)
+                nckd = float((qt * (qt / qs).log()).sum())
+                total += alpha * tckd + beta * nckd
+    return total / (b * h * w) * tau**2
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_dkd_matches_the_papers_definition(k: int) -> None:
+    from pipeline.losses import dkd_loss
+
+    g = torch.Generator().manual_seed(k)
+    s = torch.randn(2, k, 3, 4, generator=g, dtype=torch.float64)
+    t = (2 * torch.randn(2, k, 3, 4, generator=g, dtype=torch.float64)).log_softmax(1)
+    target = torch.randint(0, k, (2, 3, 4), generator=g)
+    for tau, alpha, beta in ((1.0, 1.0, 8.0), (4.0, 0.5, 2.0)):
+        got = float(dkd_loss(s, t, target, tau, alpha, beta))
+        assert got == pytest.approx(_dkd_oracle(s, t, target, tau, alpha, beta), rel=1e-6)
+
+
+def test_dkd_in_binary_segmentation_is_alpha_times_kd() -> None:
+    # one non-target class: NCKD ≡ 0, TCKD is the whole two-class KL
+    from pipeline.losses import dkd_loss
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 2, 5, 5, generator=g, dtype=torch.float64)
+    t = torch.randn(2, 2, 5, 5, generator=g, dtype=torch.float64).log_softmax(1)
+    target = torch.randint(0, 2, (2, 5, 5), generator=g)
+    for beta in (0.0, 8.0, 100.0):  # β cannot matter
+        got = dkd_loss(s, t, target, tau=2.0, alpha=0.7, beta=beta)
+        assert torch.allclose(got, 0.7 * kd_loss(s, t, tau=2.0), rtol=1e-9)
+
+
+def _dist_oracle(s, t, tau, beta, gamma):
+    ys = (s.double() / tau).softmax(1).permute(0, 2, 3, 1).reshape(-1, s.shape[1]).numpy()
+    yt = (t.double() / tau).softmax(1).permute(0, 2, 3, 1).reshape(-1, s.shape[1]).numpy()
+    inter = 1 - np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(ys, yt, strict=True)])
+    intra = 1 - np.mean([np.corrcoef(ys[:, c], yt[:, c])[0, 1] for c in range(ys.shape[1])])
+    return tau**2 * (beta * inter + gamma * intra)
+
+
+def test_dist_matches_pearson_from_numpy() -> None:
+    from pipeline.losses import dist_loss
+
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64)
+    t = torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64).log_softmax(1)
+    for tau, beta, gamma in ((1.0, 1.0, 1.0), (4.0, 2.0, 0.5)):
+        got = float(dist_loss(s, t, tau, beta, gamma))
+        assert got == pytest.approx(_dist_oracle(s, t, tau, beta, gamma), rel=1e-6)
+    assert float(dist_loss(t, t)) == pytest.approx(0.0, abs=1e-6)  # identical maps
+
+
+def test_dist_binary_inter_class_term_is_a_sign_without_gradient() -> None:
+    from pipeline.losses import dist_loss
+
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64).log_softmax(1)
+    inter_only = dist_loss(s, t, beta=1.0, gamma=0.0)
+    agree = ((s.detach().softmax(1)[:, 1] > 0.5) == (t.exp()[:, 1] > 0.5)).double()
+    assert float(inter_only) == pytest.approx(1 - float((2 * agree - 1).mean()), abs=1e-6)
+    inter_only.backward()
+    assert s.grad.abs().max() < 1e-6

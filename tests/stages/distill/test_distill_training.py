@@ -153,3 +153,16 @@ def test_train_fraction_draws_only_from_a_nested_stratified_subset(stores, tmp_p
     assert np.isin(subsets[0.25], subsets[0.5]).all() and np.isin(subsets[0.5], subsets[1.0]).all()
     result = _distill(stores, tmp_path / "r", "--train-fraction", 0)
     assert result.exit_code != 0 and "--train-fraction" in result.output
+
+
+@pytest.mark.parametrize("loss", ["dkd", "dist"])
+def test_dkd_and_dist_train_from_the_store(stores, tmp_path, loss: str) -> None:
+    out = tmp_path / loss
+    result = _distill(stores, out, "--epochs", 2, "--steps-per-epoch", 2, "--variant", "teacher",
+                      "--loss", loss, "--allow-weak-teacher")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["loss"] == loss and 0.0 <= m["dice"] <= 1.0
+    with open(out / "curve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r[loss]) >= 0 for r in rows)  # the term is logged under its name
