@@ -62,6 +62,10 @@ def cells(section: dict) -> list[Cell]:
 
 
 def run_dir(study: Study, fold: int, cell: Cell, arm: str, seed: int) -> Path:
+    """The run's folder; the student alone has no KD term, so τ does not change it: a τ cell
+    shares the alone runs of its τ = 1 cell."""
+    if arm == "none" and cell.tau != 1.0:
+        cell = Cell(cell.student, cell.steps, cell.fraction, 1.0)
     return study.root / "regimes" / f"fold{fold}" / cell.name() / f"{arm}-s{seed}"
 
 
@@ -74,7 +78,8 @@ def distill(study: Study, fold: int, cell: Cell, arm: str, seed: int) -> Path:
     per_epoch = int(section.get("steps_per_epoch", 20))
     if cell.steps % per_epoch:
         raise ValueError(f"steps {cell.steps} is not a multiple of steps_per_epoch {per_epoch}")
-    section.update(epochs=cell.steps // per_epoch, student=cell.student, tau=cell.tau)
+    tau = 1.0 if arm == "none" else cell.tau  # (τ moves nothing without a KD term)
+    section.update(epochs=cell.steps // per_epoch, student=cell.student, tau=tau)
     out = run_dir(study, fold, cell, arm, seed)
     cfg = build(DistillConfig, section, labels=study.labels(fold), out=out, data=study.data,
                 fold=fold, variant=arm, seed=seed, train_fraction=cell.fraction,
@@ -198,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="Apply the params' dry_run section.")
     parser.add_argument("--workdir", type=Path, help="Default studies/<name>.")
     parser.add_argument("--report", type=Path, help="Default reports/kd-regimes.md.")
+    parser.add_argument(
+        "--shard", default=None, metavar="I/N",
+        help="Run only every N-th grid cell from the I-th (0-based): N processes share the "
+        "cores; the τ cells run in a final invocation without --shard, once the grid is done.",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params, args.dry_run)
@@ -215,10 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         study.train_team(fold)
         study.precompute(fold)
     plan = cells(section)
+    mine = plan
+    if args.shard:
+        i, n = (int(x) for x in args.shard.split("/"))
+        mine = plan[i::n]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     wall: dict[str, float] = {}
     n_grid = len(plan)
-    for cell in plan:  # grows by the τ cells once the grid is done
+    for cell in mine:  # without --shard, grows by the τ cells once the grid is done
         for seed in seeds:
             for arm in ARMS:
                 out = run_dir(study, fold, cell, arm, seed)
@@ -230,17 +244,20 @@ def main(argv: list[str] | None = None) -> int:
                 (out / "wall.json").write_text(json.dumps({"seconds": seconds}))
                 wall[f"{cell.name()}/{arm}-s{seed}"] = seconds
             write_report(study, fold, plan, seeds, report, started, wall)
-        if cell is plan[-1] and len(plan) == n_grid:  # the grid is done: τ at the best cell
+        if not args.shard and cell is plan[-1] and len(plan) == n_grid:  # τ at the best cell
             plan += tau_cells(study, fold, plan, seeds, section.get("best_cell_taus", []))
     print(write_report(study, fold, plan, seeds, report, started, wall))
+    best = best_cell(study, fold, plan[:n_grid], seeds)
+    if best is not None and not args.shard:
+        (report.with_suffix(".best.json")).write_text(json.dumps(best, indent=1) + "\n")
     return 0
 
 
-def tau_cells(study: Study, fold: int, plan: list[Cell], seeds: list[int],
-              taus: list[float]) -> list[Cell]:  # fmt: skip
-    """The best grid cell by mean val Δ (complete cells only) at each other τ of ``taus``."""
+def best_cell(study: Study, fold: int, grid: list[Cell], seeds: list[int]) -> dict | None:
+    """The grid cell with the largest mean paired val Δ (every seed present, none collapsed):
+    the rule that picks the comparison's cell, fixed before the sweep ran."""
     scored = []
-    for cell in plan:
+    for cell in grid:
         deltas = []
         for seed in seeds:
             alone, kd = (read_run(run_dir(study, fold, cell, a, seed)) for a in ARMS)
@@ -250,10 +267,20 @@ def tau_cells(study: Study, fold: int, plan: list[Cell], seeds: list[int],
         if len(deltas) == len(seeds):
             scored.append((sum(deltas) / len(deltas), cell))
     if not scored:
+        return None
+    delta, cell = max(scored, key=lambda s: s[0])
+    return {"student": cell.student, "steps": cell.steps, "train_fraction": cell.fraction,
+            "tau": cell.tau, "mean_val_delta": delta, "cells_scored": len(scored)}  # fmt: skip
+
+
+def tau_cells(study: Study, fold: int, plan: list[Cell], seeds: list[int],
+              taus: list[float]) -> list[Cell]:  # fmt: skip
+    """The best grid cell (:func:`best_cell`) at each other τ of ``taus``."""
+    best = best_cell(study, fold, plan, seeds)
+    if best is None:
         return []
-    best = max(scored, key=lambda s: s[0])[1]
-    logger.info("best cell by val Δ: %s; adding τ %s", best.name(), taus)
-    extra = [Cell(best.student, best.steps, best.fraction, float(t)) for t in taus]
+    logger.info("best cell by val Δ: %s; adding τ %s", best, taus)
+    extra = [Cell(best["student"], best["steps"], best["train_fraction"], float(t)) for t in taus]
     return [c for c in extra if c not in plan]
 
 
