@@ -145,4 +145,6 @@ def fit_temperatures(team: Team, split, positions, batch_size: int, source: str)
         # 6 decimals, as the temperatures' 4: the record is the same whatever the threads
         out["nll_before"][key] = round(temperature_nll(z, y, 1.0), 6)
         out["nll_after"][key] = round(temperature_nll(z, y, t), 6)
+    # a fit at the search bound: the NLL wanted a still flatter (or sharper) map
+    out["at_bound"] = [k for k in logits if out[k] in (0.05, 20.0)]
     return out

@@ -324,6 +324,31 @@ def coherence_lines(coh: dict[str, Coherence]) -> list[str]:
     return lines
 
 
+def calibration_lines(paths: list[Path]) -> list[str]:
+    """One row per label store: the assistants' temperatures of ``plc_cal`` and the NLL
+    before / after on the images they were fitted on (stores made before it: none)."""
+    from storage_schema import open_label_store
+
+    lines = [
+        "| label store | fitted on | T (TA_f) | NLL TA_f before → after | T (TA_b) "
+        "| NLL TA_b before → after |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = 0
+    for p in paths:
+        cal = open_label_store(p).provenance.get("calibration")
+        if not cal:
+            continue
+        rows += 1
+        bound = set(cal.get("at_bound", []))
+        cells = []
+        for k in ("fp", "bd"):
+            t = f"{cal[k]:g}" + (" (search bound)" if k in bound else "")
+            cells += [t, f"{cal['nll_before'][k]:.3f} → {cal['nll_after'][k]:.3f}"]
+        lines.append(f"| {p.name} | {cal['images']} {cal['source']} | {' | '.join(cells)} |")
+    return lines if rows else []
+
+
 def quality_lines(q: dict[str, VariantQuality]) -> list[str]:
     lines = [
         "| Variant | false pixels (% of pixels) | images with false pixels | label Dice vs GT (%) |",

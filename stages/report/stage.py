@@ -175,6 +175,20 @@ def _teachers_from_labels(labels: Path, dataset: str | None) -> tuple[list[Run],
     return found, [note, ""]
 
 
+def _calibration_section(stores: list[Path]) -> list[str]:
+    from stages.report import labels as rl
+
+    lines = rl.calibration_lines(stores)
+    if not lines:
+        return []
+    return [
+        "### Temperatures of the assistants for `plc_cal` (NLL per pixel)",
+        "",
+        *lines,
+        "",
+    ]
+
+
 def run(cfg: ReportConfig) -> Path:
     from stages.distill.pairing import pairing_problems
     from stages.report.plot import forest_plot
@@ -286,6 +300,7 @@ def _label_section(cfg: ReportConfig, dataset: str | None) -> list[str]:
         "",
         f"![SC histogram]({hist.name})",
         "",
+        *_calibration_section(stores),
         "### Margins and spatial coherence of each row's corrections",
         "",
         "Pixels whose argmax differs from the teacher's (the row corrected them: every row "

@@ -134,7 +134,7 @@ def _pillow_header(data: bytes) -> Declared | None:
 
 
 def _limit_text() -> str:
-    return f"{MAX_PIXELS / 1e6:.1f} MP (MAX_PIXELS in stages/readers/headers.py)"
+    return f"{MAX_PIXELS / 1e6:.1f} MP (MAX_PIXELS in stages/prepare/readers/headers.py)"
 
 
 def check_declared(data: bytes) -> None:

@@ -243,3 +243,4 @@ def test_correction_rows_are_stored_all_correct_with_their_calibration(store: Pa
     assert cal["images"] >= 1 and cal["pixels"] == cal["images"] * labels.size[0] * labels.size[1]
     assert cal["nll_after"]["fp"] <= cal["nll_before"]["fp"] + 1e-6
     assert cal["source"] in ("teacher val images", "train split (the teacher held none out)")
+    assert set(cal["at_bound"]) <= {"fp", "bd"}

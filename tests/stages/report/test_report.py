@@ -399,3 +399,27 @@ def test_masked_kd_runs_are_their_own_row() -> None:
     labels = dict(ROWS)
     assert labels["teacher" + MASKED] == "T (vanilla KD), KD on correct pixels only"
     assert len(set(labels.values())) == len(ROWS)
+
+
+def test_calibration_lines_show_each_stores_temperatures(tmp_path) -> None:
+    from stages.report import labels as rl
+    from storage_schema import create_label_store
+
+    cal = {"fp": 20.0, "bd": 1.25, "images": 4, "pixels": 64, "source": "teacher val images",
+           "nll_before": {"fp": 9.5, "bd": 0.8}, "nll_after": {"fp": 1.1, "bd": 0.7},
+           "at_bound": ["fp"]}  # fmt: skip
+    paths = []
+    for name, prov in (("a.zarr", {"calibration": cal}), ("old.zarr", {})):
+        w = create_label_store(
+            tmp_path / name, ids=["x"], variants=("teacher",), classes=["background", "lesion"],
+            height=4, width=4, dataset_name="toy", manifest_sha256="0" * 64, shard_size=1,
+            provenance=prov, created="2024-01-01T00:00:00+00:00",
+        )  # fmt: skip
+        w.write_shard(0, {"teacher": np.log(np.full((1, 2, 4, 4), 0.5, np.float32))})
+        paths.append(w.publish())
+    lines = rl.calibration_lines(paths)
+    assert lines[2] == (
+        "| a.zarr | 4 teacher val images | 20 (search bound) | 9.500 → 1.100 | 1.25 | 0.800 → 0.700 |"
+    )
+    assert len(lines) == 3  # the store made before plc_cal has no row
+    assert rl.calibration_lines(paths[1:]) == []
