@@ -247,15 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.shard and cell is plan[-1] and len(plan) == n_grid:  # τ at the best cell
             plan += tau_cells(study, fold, plan, seeds, section.get("best_cell_taus", []))
     print(write_report(study, fold, plan, seeds, report, started, wall))
-    best = best_cell(study, fold, plan[:n_grid], seeds)
+    best = best_cell(study, fold, plan, seeds)  # the grid and the τ cells at its best cell
     if best is not None and not args.shard:
         (report.with_suffix(".best.json")).write_text(json.dumps(best, indent=1) + "\n")
     return 0
 
 
 def best_cell(study: Study, fold: int, grid: list[Cell], seeds: list[int]) -> dict | None:
-    """The grid cell with the largest mean paired val Δ (every seed present, none collapsed):
-    the rule that picks the comparison's cell, fixed before the sweep ran."""
+    """The cell with the largest mean paired val Δ (every seed present, none collapsed): the
+    rule that picks the comparison's cell, fixed before the sweep ran. Over the grid it also
+    picks where the other τ values run; over the grid and those τ cells it picks the cell of
+    the correction comparison (``<report>.best.json``)."""
     scored = []
     for cell in grid:
         deltas = []
