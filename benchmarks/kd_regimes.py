@@ -119,7 +119,7 @@ def _fmt(x: float | None, sign: bool = False) -> str:
 
 
 def write_report(study: Study, fold: int, plan: list[Cell], seeds: list[int], path: Path,
-                 started: str, wall: dict[str, float]) -> Path:  # fmt: skip
+                 wall: dict[str, float]) -> Path:  # fmt: skip
     """Every cell: both arms per seed, paired Δ (test and val), collapsed runs marked."""
     lines = [
         "# Where does vanilla KD help? The premise sweep (issue 17)",
@@ -182,16 +182,20 @@ def write_report(study: Study, fold: int, plan: list[Cell], seeds: list[int], pa
         plus2 = [s for s in best if s[1] is not None and s[1] >= 0.02]
         if not plus2:
             lines.append("**No cell shows vanilla KD ≥ +2 Dice over the student alone on test.**")
-    total = sum(wall.values())
+    dirs = {run_dir(study, fold, c, a, s) for c in plan for a in ARMS for s in seeds}
+    done = [r for r in map(read_run, dirs) if r is not None and r["seconds"] is not None]
+    total = sum(r["seconds"] for r in done)
     lines += [
         "",
         "## Machine and wall time",
         "",
-        f"{machine()}; `python benchmarks/kd_regimes.py --params {study.p.get('_params', '?')}`,"
-        f" started {started}, last written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())};"
-        f" {len(wall)} runs computed by this invocation, {total / 60:.1f} min of distill calls. "
-        "Byte-identical results are expected on this machine only.",
+        f"{machine()}; `python benchmarks/kd_regimes.py --params {study.p.get('_params', '?')}`;"
+        f" last written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. {len(done)} runs,"
+        f" {total / 60:.1f} min of distill calls in all (each run's wall.json; this invocation"
+        f" computed {len(wall)}). Byte-identical results are expected on this machine only.",
     ]
+    if note := study.p["regimes"].get("run_note"):
+        lines += ["", note.strip()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -229,7 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard:
         i, n = (int(x) for x in args.shard.split("/"))
         mine = plan[i::n]
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     wall: dict[str, float] = {}
     n_grid = len(plan)
     for cell in mine:  # without --shard, grows by the τ cells once the grid is done
@@ -243,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = time.perf_counter() - start
                 (out / "wall.json").write_text(json.dumps({"seconds": seconds}))
                 wall[f"{cell.name()}/{arm}-s{seed}"] = seconds
-            write_report(study, fold, plan, seeds, report, started, wall)
+            write_report(study, fold, plan, seeds, report, wall)
         if not args.shard and cell is plan[-1] and len(plan) == n_grid:  # τ at the best cell
             plan += tau_cells(study, fold, plan, seeds, section.get("best_cell_taus", []))
-    print(write_report(study, fold, plan, seeds, report, started, wall))
+    print(write_report(study, fold, plan, seeds, report, wall))
     best = best_cell(study, fold, plan, seeds)  # the grid and the τ cells at its best cell
     if best is not None and not args.shard:
         (report.with_suffix(".best.json")).write_text(json.dumps(best, indent=1) + "\n")
