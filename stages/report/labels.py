@@ -106,7 +106,7 @@ def sc_corrections(paths: list[Path], block: int = 32) -> dict[str, Corrected]:
     return out
 
 
-SOURCES = (("in_image", "nearest correct pixel, same image"), ("bank", "cross-image bank"),
+SOURCES = (("in_image", "same image (a correct pixel; swap: in place)"), ("bank", "cross-image bank"),
            ("onehot", "smoothed one-hot"))  # fmt: skip
 
 

@@ -332,7 +332,9 @@ def test_report_label_section_from_a_folder_of_stores(label_store: Path, tmp_pat
     assert "| T + TA_f + TA_b + SC (PLC-KD) | 0.000 | 0/" in text
     assert "| T + SC | lesion |" in text and (tmp_path / "r_sc_hist.png").exists()
     assert "### Where SC took the vectors it copied" in text
-    assert "| SC variant | pixels corrected | nearest correct pixel, same image |" in text
+    assert (
+        "| SC variant | pixels corrected | same image (a correct pixel; swap: in place) |" in text
+    )
 
 
 def test_students_that_failed_their_training_check_are_named(tmp_path: Path) -> None:
