@@ -145,6 +145,14 @@ def _step(cfg: DistillConfig):
 
 
 def run(cfg: DistillConfig) -> Path:
+    """``plc distill``: the stage below, holding ``<output>.lock`` (one writer per output)."""
+    from stages.locks import output_lock
+
+    with output_lock(Path(cfg.out), "plc distill"):
+        return _run(cfg)
+
+
+def _run(cfg: DistillConfig) -> Path:
     """Train and evaluate one student; returns the ``metrics.json`` path."""
     from pipeline.checkpoint import save_checkpoint
     from pipeline.models.registry import build_model, check_input_size

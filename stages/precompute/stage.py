@@ -191,6 +191,14 @@ def _banks(first: list[ShardOutcome], writer, runner, settings: ShardSettings, t
 
 
 def run(cfg: PrecomputeConfig) -> Path:
+    """``plc precompute``: the stage below, holding ``<output>.lock`` (one writer per output)."""
+    from stages.locks import output_lock
+
+    with output_lock(cfg.out_path, "plc precompute"):
+        return _run(cfg)
+
+
+def _run(cfg: PrecomputeConfig) -> Path:
     """Write the label store of ``cfg.dataset``'s train split; a no-op when it is current."""
     from stages.data import open_store
     from stages.precompute.team import team_key

@@ -45,6 +45,14 @@ Prepared = tuple[np.ndarray, np.ndarray, list[dict], int]  # images, masks, reco
 
 
 def run(cfg: PrepareConfig) -> Path:
+    """``plc prepare``: the stage below, holding ``<output>.lock`` (one writer per output)."""
+    from stages.locks import output_lock
+
+    with output_lock(Path(cfg.out), "plc prepare"):
+        return _run(cfg)
+
+
+def _run(cfg: PrepareConfig) -> Path:
     """Build the dataset store ``cfg.out``; a no-op when it already holds this config.
 
     Returns:

@@ -147,6 +147,14 @@ class FalsePixelBatches:
 
 
 def run(cfg: AssistantConfig) -> Path:
+    """``plc train-assistant``: the stage below, holding ``<output>.lock`` (one writer per output)."""
+    from stages.locks import output_lock
+
+    with output_lock(cfg.out_path, "plc train-assistant"):
+        return _run(cfg)
+
+
+def _run(cfg: AssistantConfig) -> Path:
     """Train one assistant; a no-op when its checkpoint exists with the same config."""
     from pipeline.checkpoint import build_from_checkpoint, file_sha256, save_checkpoint
     from pipeline.losses import seg_loss

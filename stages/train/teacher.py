@@ -21,6 +21,14 @@ logger = logging.getLogger(__name__)
 
 
 def run(cfg: TeacherConfig) -> Path:
+    """``plc train-teacher``: the stage below, holding ``<output>.lock`` (one writer per output)."""
+    from stages.locks import output_lock
+
+    with output_lock(cfg.out_path, "plc train-teacher"):
+        return _run(cfg)
+
+
+def _run(cfg: TeacherConfig) -> Path:
     """Train the teacher; a no-op when the checkpoint exists with the same config."""
     from pipeline.checkpoint import save_checkpoint
     from pipeline.models.pretrained import load_init
