@@ -155,8 +155,40 @@ def read_attrs(location: Location, what: str) -> dict[str, Any]:
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); expected a {what}.")
     try:
-        return dict(location.open_group().attrs)
+        attrs = dict(location.open_group().attrs)
     except StoreError:
         raise
     except Exception as err:
         raise open_error(location, what, err) from None
+    if location.url is not None and location.url.startswith(("http://", "https://")):
+        check_ranges(location, what)
+    return attrs
+
+
+def check_ranges(location: Location, what: str, timeout: float = 30.0) -> None:
+    """Refuse an HTTP server that ignores Range requests, in one sentence.
+
+    Zarr reads a shard's index and each chunk as byte ranges. A server that answers a range
+    request with ``200`` and the whole file (``python -m http.server`` does) hands every
+    range the wrong bytes, which the checksums would then report as corruption in every
+    array: a false alarm about a sound store. One 1-byte range request for ``zarr.json``
+    tells the two apart before anything is read. A network error here is left to the reads
+    that follow (they name it).
+    """
+    import urllib.error
+    import urllib.request
+
+    url = location.join("zarr.json")
+    request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, body = response.status, response.read(2)
+    except (urllib.error.URLError, OSError):
+        return
+    if status == 200 and len(body) > 1:
+        raise StoreError(
+            f"the server of {what} {location} ignores HTTP Range requests (it answered a "
+            "1-byte range request for zarr.json with the whole file), so no chunk can be read "
+            "from it; serve the folder with a server that supports ranges (nginx, caddy, "
+            "`npx http-server`, `rclone serve http`, an object store) or copy the store locally."
+        )

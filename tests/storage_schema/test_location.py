@@ -77,14 +77,25 @@ def test_http_corrupt_chunk_named(stores: Path) -> None:
             open_label_store(f"{base}/l.zarr").read_codes("plc", 0)
 
 
-def test_server_ignoring_ranges_is_caught_not_read(stores: Path) -> None:
-    """A server that answers a range request with the whole file: checksums refuse it."""
+def test_server_ignoring_ranges_is_named_not_reported_as_corruption(stores: Path) -> None:
+    """``python -m http.server`` answers a range request with the whole file: opening the
+    store says so in one sentence (what it once reported: crc32c mismatches in every array)."""
+    sentence = r"ignores HTTP Range requests \(it answered a 1-byte range request for zarr.json"
     with serve(stores, QuietHandler) as base:
-        labels = open_label_store(f"{base}/l.zarr")
-        with pytest.raises(
-            StoreError, match=r"array 'soft/plc' cannot be read at image\(s\) 'img0'"
-        ):
-            labels.read_codes("plc", 0)
+        with pytest.raises(StoreError, match=rf"label store {base}/l.zarr {sentence}"):
+            open_label_store(f"{base}/l.zarr")
+        with pytest.raises(StoreError, match=sentence):
+            verify_store(f"{base}/d.zarr")
+        from typer.testing import CliRunner
+
+        from stages.cli import app
+
+        result = CliRunner().invoke(app, ["verify", f"{base}/l.zarr"])
+    assert result.exit_code == 1
+    assert (
+        "ignores HTTP Range requests" in result.output and "copy the store locally" in result.output
+    )
+    assert "crc32c" not in result.output and "Traceback" not in result.output
 
 
 def test_missing_and_unreachable_urls(stores: Path) -> None:
@@ -128,3 +139,40 @@ def test_any_fsspec_url(stores: Path) -> None:
     shutil.rmtree(stores / "d.zarr")
     with pytest.raises(StoreError, match=r"dataset store .*d.zarr does not exist"):
         open_dataset_store("file://" + str(stores / "d.zarr"))
+
+
+def test_plc_verify_against_python_m_http_server(stores: Path) -> None:
+    """Exactly the server a new user starts: ``python -m http.server`` in a subprocess
+    (127.0.0.1, a free port, always killed), then ``plc verify URL`` as a command."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(stores)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "http.server did not start in 30 s"
+                time.sleep(0.1)
+        cmd = [sys.executable, "-c", "from stages.cli import app; app()", "verify",
+               f"http://127.0.0.1:{port}/l.zarr"]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "ignores HTTP Range requests" in out and "unreadable" not in out
+    assert "Traceback" not in out
