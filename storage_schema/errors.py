@@ -22,3 +22,7 @@ class StoreError(Exception):
         """Build one error listing every problem, one per line under ``header``."""
         lines = "\n".join(f"  - {p}" for p in problems)
         return cls(f"{header}\n{lines}", problems)
+
+
+class RemoteReadError(StoreError):
+    """A remote store could not be reached within the retry limit (not a corrupt store)."""

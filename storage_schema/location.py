@@ -52,14 +52,30 @@ class Location:
             return str(self.local / name)
         return f"{str(self.url).rstrip('/')}/{name}"
 
+    @property
+    def is_http(self) -> bool:
+        return self.url is not None and self.url.startswith(("http://", "https://"))
+
     def open_group(self) -> zarr.Group:
-        """The store's root group, read-only (consolidated metadata when present)."""
+        """The store's root group, read-only (consolidated metadata when present); over HTTP
+        every read retries transient failures (:mod:`storage_schema.remote`)."""
+        if self.is_http:
+            from storage_schema.remote import register
+
+            register()
         return zarr.open_group(self.local if self.local is not None else self.url, mode="r")
 
     def read_bytes(self, name: str) -> bytes:
         """The bytes of the plain file ``name`` inside the store (FileNotFoundError if absent)."""
         if self.local is not None:
             return (self.local / name).read_bytes()
+        if self.is_http:  # through the retrying filesystem's cat_file (one retried GET)
+            import fsspec
+
+            from storage_schema.remote import register
+
+            register()
+            return fsspec.filesystem("http").cat_file(self.join(name))
         import fsspec
 
         with fsspec.open(self.join(name), "rb") as f:
@@ -160,7 +176,7 @@ def read_attrs(location: Location, what: str) -> dict[str, Any]:
         raise
     except Exception as err:
         raise open_error(location, what, err) from None
-    if location.url is not None and location.url.startswith(("http://", "https://")):
+    if location.is_http:
         check_ranges(location, what)
     return attrs
 

@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -73,3 +74,59 @@ def serve(root: Path, handler: type = RangeHandler) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+class FlakyHandler(RangeHandler):
+    """A server with faults on a fixed schedule over its GET requests (all threads counted
+    together): every 5th from the 2nd is dropped (connection closed, no answer), every 7th
+    from the 4th answered 503, every 11th from the 6th range request truncated (the headers
+    promise more bytes than are sent). ``faults`` counts what was done."""
+
+    lock = threading.Lock()
+    count = 0
+    faults: ClassVar[dict[str, int]] = {"dropped": 0, "503": 0, "truncated": 0}
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls.lock:
+            cls.count = 0
+            cls.faults = {"dropped": 0, "503": 0, "truncated": 0}
+
+    def do_GET(self) -> None:
+        with FlakyHandler.lock:
+            FlakyHandler.count += 1
+            n = FlakyHandler.count
+        if n % 5 == 2:
+            FlakyHandler.faults["dropped"] += 1
+            self.close_connection = True
+            return  # nothing sent: the client sees the connection close
+        if n % 7 == 4:
+            FlakyHandler.faults["503"] += 1
+            self.send_error(503, "try again")
+            return
+        self._truncate = n % 11 == 6 and self.headers.get("Range") is not None
+        super().do_GET()
+
+    def copyfile(self, source, outputfile) -> None:  # type: ignore[override]
+        if getattr(self, "_truncate", False) and self._remaining and self._remaining > 1:
+            FlakyHandler.faults["truncated"] += 1
+            outputfile.write(source.read(self._remaining // 2))
+            self.close_connection = True
+            return None
+        return super().copyfile(source, outputfile)
+
+
+class CorruptOnceHandler(RangeHandler):
+    """Flips one bit in the body of the first range response of more than 8 bytes (a fault
+    in transit: the file on disk is sound). ``flipped`` says whether it happened."""
+
+    flipped = False
+
+    def copyfile(self, source, outputfile) -> None:  # type: ignore[override]
+        if self._remaining is not None and self._remaining > 8 and not CorruptOnceHandler.flipped:
+            CorruptOnceHandler.flipped = True
+            blob = bytearray(source.read(self._remaining))
+            blob[len(blob) // 2] ^= 0x01
+            outputfile.write(bytes(blob))
+            return None
+        return super().copyfile(source, outputfile)

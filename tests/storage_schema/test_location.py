@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +108,14 @@ def test_missing_and_unreachable_urls(stores: Path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(StoreError, match=rf"cannot open store http://127.0.0.1:{port}/l.zarr: "):
-        verify_store(f"http://127.0.0.1:{port}/l.zarr")
+    with pytest.MonkeyPatch.context() as mp:  # a server that stays down: retried, then named
+        mp.setenv("PLC_HTTP_RETRY_SECONDS", "1")
+        start = time.monotonic()
+        with pytest.raises(StoreError, match=rf"cannot read http://127.0.0.1:{port}/l.zarr/zarr"
+                           r"\.json: ClientConnectorError: .* tries in \d+ s\); check that the "
+                           r"server is up .* PLC_HTTP_RETRY_SECONDS \(now 1\)"):  # fmt: skip
+            verify_store(f"http://127.0.0.1:{port}/l.zarr")
+        assert time.monotonic() - start < 10
 
 
 def test_verify_cli_with_url(stores: Path) -> None:
@@ -176,3 +183,47 @@ def test_plc_verify_against_python_m_http_server(stores: Path) -> None:
     assert result.returncode == 1, out
     assert "ignores HTTP Range requests" in out and "unreadable" not in out
     assert "Traceback" not in out
+
+
+def test_reads_ride_out_a_flaky_server(stores: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropped connections, 503s and truncated bodies are retried: every variant reads the
+    same bytes as from the local copy, and faults of each kind did happen."""
+    from http_helpers import FlakyHandler
+
+    monkeypatch.setenv("PLC_HTTP_RETRY_SECONDS", "30")
+    local = open_label_store(stores / "l.zarr")
+    FlakyHandler.reset()
+    with serve(stores, FlakyHandler) as base:
+        remote = open_label_store(f"{base}/l.zarr")
+        for v in VARS:
+            for i in range(len(IDS)):  # image by image: many range requests
+                np.testing.assert_array_equal(remote.read_codes(v, i), local.read_codes(v, i))
+        assert verify_store(f"{base}/l.zarr")["kind"] == "labels"
+    assert all(n > 0 for n in FlakyHandler.faults.values()), FlakyHandler.faults
+
+
+def test_a_server_that_goes_down_fails_within_the_limit(stores: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PLC_HTTP_RETRY_SECONDS", "2")
+    with serve(stores) as base:
+        remote = open_label_store(f"{base}/l.zarr")
+    start = time.monotonic()  # the server is gone now: reads retry for 2 s, then stop
+    with pytest.raises(StoreError) as info:
+        remote.read_codes(VARS[0], 0)
+    assert time.monotonic() - start < 15
+    message = str(info.value)
+    assert message.startswith(f"cannot read {base}/l.zarr/") and "ClientConnectorError" in message
+    assert "PLC_HTTP_RETRY_SECONDS (now 2)" in message and "corrupt" not in message
+
+
+def test_a_chunk_corrupted_in_transit_is_read_again(stores: Path) -> None:
+    """One response with a flipped bit fails its crc32c; the read is tried again and returns
+    the stored bytes (a chunk corrupt on the server is still named: test_http_corrupt_...)."""
+    from http_helpers import CorruptOnceHandler
+
+    local = open_label_store(stores / "l.zarr")
+    CorruptOnceHandler.flipped = False
+    with serve(stores, CorruptOnceHandler) as base:
+        remote = open_label_store(f"{base}/l.zarr")
+        got = remote.read_codes(VARS[0], slice(None))
+    assert CorruptOnceHandler.flipped
+    np.testing.assert_array_equal(got, local.read_codes(VARS[0], slice(None)))

@@ -325,3 +325,25 @@ def test_distill_over_http_trains_the_same_student(stores, tmp_path) -> None:
     )
     assert m_remote["config"]["labels"].startswith("http://127.0.0.1:")
     assert m_remote["dice"] == m_local["dice"]
+
+
+@pytest.mark.slow
+def test_distill_over_a_flaky_server_trains_the_same_student(stores, tmp_path, monkeypatch) -> None:
+    """Dropped connections, 503s and truncated responses while `plc distill` streams both
+    stores over HTTP: the same weights as from the local paths."""
+    from http_helpers import FlakyHandler, serve
+
+    monkeypatch.setenv("PLC_HTTP_RETRY_SECONDS", "30")
+    data, labels = stores
+    local = _distill(data, labels, tmp_path / "local", "--num-workers", "0", "--preload-mb", "0")
+    assert local.exit_code == 0, local.output
+    FlakyHandler.reset()
+    with serve(data.parent, FlakyHandler) as base:
+        remote = _distill(f"{base}/{data.name}", f"{base}/{labels.name}", tmp_path / "remote",
+                          "--num-workers", "0", "--preload-mb", "0")  # type: ignore[arg-type]  # fmt: skip
+    assert remote.exit_code == 0, remote.output
+    assert sum(FlakyHandler.faults.values()) > 0, FlakyHandler.faults
+    a, b = (
+        torch.load(tmp_path / d / "student.pt", weights_only=False) for d in ("local", "remote")
+    )
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
