@@ -201,6 +201,9 @@ def run(cfg: ReportConfig) -> Path:
     teacher_note: list[str] = []
     if cfg.teacher_metrics is None and cfg.labels is not None:
         teachers, teacher_note = _teachers_from_labels(cfg.labels, runs[0].config.get("dataset"))
+    folds = {r.fold for r in runs}
+    if any(t.fold is not None for t in teachers):  # only the folds that have student runs
+        teachers = [t for t in teachers if t.fold is None or t.fold in folds]
     setting = main_setting(runs)
     main = [r for r in runs if r.variant == NO_KD or r.setting == setting]
     groups: dict[str, list[Run]] = {}

@@ -425,3 +425,14 @@ def test_calibration_lines_show_each_stores_temperatures(tmp_path) -> None:
     )
     assert len(lines) == 3  # the store made before plc_cal has no row
     assert rl.calibration_lines(paths[1:]) == []
+
+
+def test_teacher_row_counts_only_folds_with_student_runs(tmp_path: Path) -> None:
+    """A study in progress: teachers of folds 0, 1 and 2 exist, students only on 0 and 1; the
+    teacher row and the gap use folds 0 and 1 only."""
+    runs, models = _toy(tmp_path, teacher_dice=0.80)
+    _write_teacher(models, 2, {"z": 0.10})  # a fold without students, far below the others
+    text = _report(runs, models, tmp_path / "r.md")
+    row = next(line for line in text.splitlines() if line.startswith("| Teacher T"))
+    assert row.split(" | ")[1] == "80.00 ± 0.00" and row.rstrip(" |").endswith("| 2")
+    assert "paired per fold over 2 fold(s)" in text
