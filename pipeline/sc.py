@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.check import check_shape, class_argmax
-from pipeline.search import BACKENDS, nearest_neighbours, resolve_backend
+from pipeline.corrections import pick_vectors
+from pipeline.search import BACKENDS, resolve_backend
 
 logger = logging.getLogger(__name__)
 
@@ -222,18 +223,10 @@ def _fill_class(
         return smoothed_onehot(labels, num_classes, cfg.smoothing, dtype), len(labels)
     db_feats, db_soft = db
     q_feats = f_flat[q_idx]  # (n_q, F)
-    if rule == "nearest":  # the paper's SC, exactly as it always ran
-        nn = nearest_neighbours(
-            q_feats, db_feats, backend, normalize=True, batch_size=cfg.batch_size
-        )
-        copied = db_soft[nn].to(dtype)  # (n_q, C)
-    else:
-        from pipeline.corrections import pick_vectors
-
-        copied = pick_vectors(
-            rule, q_feats, db_feats, db_soft, c, backend=backend, batch_size=cfg.batch_size,
-            k=cfg.knn_k, quantile=cfg.confident_quantile, generator=generator,
-        ).to(dtype)  # fmt: skip
+    copied = pick_vectors(
+        rule, q_feats, db_feats, db_soft, c, backend=backend, batch_size=cfg.batch_size,
+        k=cfg.knn_k, quantile=cfg.confident_quantile, generator=generator,
+    ).to(dtype)  # (n_q, C); "nearest" is the paper's SC  # fmt: skip
     tie = class_argmax(copied, 1) != c  # a copied vector must keep argmax c
     if tie.any():
         copied[tie] = smoothed_onehot(labels[tie], num_classes, cfg.smoothing, dtype)
