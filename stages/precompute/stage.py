@@ -84,20 +84,22 @@ def _calibrate(cfg: PrecomputeConfig, inputs: dict[str, Path]) -> dict:
     from pipeline.checkpoint import load_checkpoint
     from pipeline.sampling import validation_indices
     from pipeline.train import resolve_device
-    from stages.data import load_split, open_store
+    from stages.data import StoreSplit, open_store
     from stages.precompute.team import Team, fit_temperatures
 
-    split = load_split(open_store(inputs["data"], cfg.fold), "train")
+    store = open_store(inputs["data"], cfg.fold)
+    n = len(store.indices("train"))
     stage = load_checkpoint(inputs["teacher"])["config"].get("stage", {})
     fraction = float(stage.get("val_fraction", 0.0) or 0.0)
-    if fraction > 0 and len(split) >= 2:
-        positions, source = validation_indices(len(split), fraction), "teacher val images"
+    if fraction > 0 and n >= 2:
+        positions, source = validation_indices(n, fraction), "teacher val images"
     else:
-        positions, source = np.arange(len(split)), "train split (the teacher held none out)"
+        positions, source = np.arange(n), "train split (the teacher held none out)"
+    split = StoreSplit(store, "train", positions)  # only those images are read
     nets = [inputs[r] for r in ("teacher", "assistant_fp", "assistant_bd")]
     team = Team.load(*nets, device=resolve_device(cfg.device))
     try:
-        cal = fit_temperatures(team, split, positions, cfg.batch_size, source)
+        cal = fit_temperatures(team, split, np.arange(len(split)), cfg.batch_size, source)
     finally:
         team.close()
     logger.info("plc_cal temperatures (NLL on %d %s): TA_f %.3f, TA_b %.3f",

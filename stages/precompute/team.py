@@ -111,6 +111,9 @@ class Team:
         )
 
 
+MAX_FIT_PIXELS = 2_000_000  # per assistant: more add nothing to a 1-parameter fit
+
+
 def fit_temperatures(team: Team, split, positions, batch_size: int, source: str) -> dict:
     """Each assistant's temperature, fitted by NLL on the images ``positions`` of ``split``.
 
@@ -122,19 +125,23 @@ def fit_temperatures(team: Team, split, positions, batch_size: int, source: str)
         source: what the images are, recorded with the result (e.g. "teacher val").
 
     Returns:
-        {"fp": T_f, "bd": T_b, "images": n, "pixels": n_pixels, "source": source,
-        "nll_before": {...}, "nll_after": {...}}: the provenance record of ``plc_cal``.
+        {"fp": T_f, "bd": T_b, "images": n, "pixels": n_pixels (every stride-th pixel when
+        the images hold more than :data:`MAX_FIT_PIXELS`), "source": source, "nll_before":
+        {...}, "nll_after": {...}, "at_bound": [...]}: the provenance record of ``plc_cal``.
     """
     from pipeline.calibration import fit_temperature, temperature_nll
 
     logits: dict[str, list[torch.Tensor]] = {"fp": [], "bd": []}
     labels = []
     idx_all = torch.as_tensor(positions, dtype=torch.int64)
+    stride = 1  # every stride-th pixel, so at most about MAX_FIT_PIXELS are held
     for lo in range(0, len(idx_all), batch_size):
         images, gt = split.batch(idx_all[lo : lo + batch_size], team.device)
+        if lo == 0:
+            stride = max(1, -(-len(idx_all) * gt[0].numel() // MAX_FIT_PIXELS))
         for key, z in team.assistant_logits(images).items():
-            logits[key].append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).cpu())
-        labels.append(gt.reshape(-1).cpu())
+            logits[key].append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])[::stride].cpu())
+        labels.append(gt.reshape(-1)[::stride].cpu())
     y = torch.cat(labels)
     out: dict = {"images": len(idx_all), "pixels": len(y), "source": source}
     out["nll_before"], out["nll_after"] = {}, {}
