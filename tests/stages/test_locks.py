@@ -18,15 +18,15 @@ from stages.locks import LockedError, lock_path, output_lock
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path: Path) -> None:
     out = tmp_path / "x.zarr"
-    with output_lock(out, "plc test") as path:
+    with output_lock(out, "writer A") as path:
         assert path == lock_path(out) == tmp_path / "x.zarr.lock"
         holder = json.loads(path.read_text())
-        assert holder["pid"] == os.getpid() and holder["command"] == "plc test"
-        with pytest.raises(LockedError) as info, output_lock(out, "plc other"):
+        assert holder["pid"] == os.getpid() and holder["command"] == "writer A"
+        with pytest.raises(LockedError) as info, output_lock(out, "writer B"):
             pass
         msg = str(info.value)
         assert f"{out} is being written by pid {os.getpid()} on host {socket.gethostname()}" in msg
-        assert "(plc test)" in msg and "remove the lock file" in msg
+        assert "(writer A)" in msg and "remove the lock file" in msg
     assert not path.exists()  # released on exit
 
 
@@ -42,11 +42,11 @@ def test_a_dead_processs_lock_is_taken_over_with_a_warning(tmp_path: Path, caplo
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=60)  # its pid is no longer running
     out = tmp_path / "x.zarr"
-    stale = {"pid": dead.pid, "host": socket.gethostname(), "started": 0, "command": "plc old"}
+    stale = {"pid": dead.pid, "host": socket.gethostname(), "started": 0, "command": "old writer"}
     lock_path(out).write_text(json.dumps(stale))
-    with output_lock(out, "plc new") as path:
-        assert json.loads(path.read_text())["command"] == "plc new"
-    assert "taking over the stale lock" in caplog.text and "plc old" in caplog.text
+    with output_lock(out, "new writer") as path:
+        assert json.loads(path.read_text())["command"] == "new writer"
+    assert "taking over the stale lock" in caplog.text and "old writer" in caplog.text
 
 
 def test_another_hosts_lock_is_named_not_taken(tmp_path: Path) -> None:
