@@ -90,7 +90,7 @@ _TARGETS: tuple[tuple[str, str, str, int | str], ...] = (
     ("bank samples", "stages.precompute.shard", "bank_samples", 1),
     ("finish: SC + controls (pipeline.cascade.finish)", "pipeline.cascade", "finish", 1),
     ("SC (similarity_correct)", "pipeline.cascade", "similarity_correct", 2),
-    ("search (nearest_neighbours)", "pipeline.sc", "nearest_neighbours", 3),
+    ("search (nearest_neighbours)", "pipeline.corrections", "nearest_neighbours", 3),
     ("per-image stats (batch_stats)", "stages.precompute.shard", "batch_stats", 1),
     ("waiting for the write queue (submit)", "stages.precompute.writeback:WriteQueue", "submit", 1),
     ("encode int8 (write-queue thread)", "stages.precompute.shard", "_encode_batch", "bg"),
