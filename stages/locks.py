@@ -13,18 +13,22 @@ checked from here and is named, with how to remove it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from stages.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 class LockedError(UserError):
@@ -135,3 +139,19 @@ def output_lock(output: Path, command: str | None = None) -> Iterator[Path]:
         for folder in reversed(created):
             with contextlib.suppress(OSError):  # not empty: the stage wrote there
                 folder.rmdir()
+
+
+def holds_output_lock(
+    command: str, output: Callable[[Any], Path]
+) -> Callable[[Callable[[Any], R]], Callable[[Any], R]]:
+    """Decorate a stage's ``run(cfg)`` to hold ``<output(cfg)>.lock`` while it runs."""
+
+    def wrap(fn: Callable[[Any], R]) -> Callable[[Any], R]:
+        @functools.wraps(fn)
+        def run(cfg: Any) -> R:
+            with output_lock(output(cfg), command):
+                return fn(cfg)
+
+        return run
+
+    return wrap

@@ -19,6 +19,7 @@ from stages.data import (
     open_labels_with_data,
 )
 from stages.distill.config import DistillConfig
+from stages.locks import holds_output_lock
 from stages.records import checkpoint_is_current, config_dict
 from stages.train.common import stable_history, write_curve
 
@@ -144,15 +145,8 @@ def _step(cfg: DistillConfig):
     return step
 
 
+@holds_output_lock("plc distill", lambda cfg: Path(cfg.out))  # one writer per output
 def run(cfg: DistillConfig) -> Path:
-    """``plc distill``: the stage below, holding ``<output>.lock`` (one writer per output)."""
-    from stages.locks import output_lock
-
-    with output_lock(Path(cfg.out), "plc distill"):
-        return _run(cfg)
-
-
-def _run(cfg: DistillConfig) -> Path:
     """Train and evaluate one student; returns the ``metrics.json`` path."""
     from pipeline.checkpoint import save_checkpoint
     from pipeline.models.registry import build_model, check_input_size

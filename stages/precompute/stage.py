@@ -28,6 +28,7 @@ import torch
 
 from pipeline.variants import NAMES, sc_bases
 from stages import paths
+from stages.locks import holds_output_lock
 from stages.precompute.config import PrecomputeConfig
 from stages.precompute.shard import (
     LocalRunner,
@@ -192,15 +193,8 @@ def _banks(first: list[ShardOutcome], writer, runner, settings: ShardSettings, t
     }
 
 
+@holds_output_lock("plc precompute", lambda cfg: cfg.out_path)  # one writer per output
 def run(cfg: PrecomputeConfig) -> Path:
-    """``plc precompute``: the stage below, holding ``<output>.lock`` (one writer per output)."""
-    from stages.locks import output_lock
-
-    with output_lock(cfg.out_path, "plc precompute"):
-        return _run(cfg)
-
-
-def _run(cfg: PrecomputeConfig) -> Path:
     """Write the label store of ``cfg.dataset``'s train split; a no-op when it is current."""
     from stages.data import open_store
     from stages.precompute.team import team_key

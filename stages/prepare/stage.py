@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.synthetic import generate_dataset
+from stages.locks import holds_output_lock
 from stages.outputs import check_writable, unwritable
 from stages.prepare.config import PrepareConfig
 from stages.prepare.readers import (
@@ -44,15 +45,8 @@ _MAX_WORKERS = 8
 Prepared = tuple[np.ndarray, np.ndarray, list[dict], int]  # images, masks, records, n official
 
 
+@holds_output_lock("plc prepare", lambda cfg: Path(cfg.out))  # one writer per output
 def run(cfg: PrepareConfig) -> Path:
-    """``plc prepare``: the stage below, holding ``<output>.lock`` (one writer per output)."""
-    from stages.locks import output_lock
-
-    with output_lock(Path(cfg.out), "plc prepare"):
-        return _run(cfg)
-
-
-def _run(cfg: PrepareConfig) -> Path:
     """Build the dataset store ``cfg.out``; a no-op when it already holds this config.
 
     Returns:

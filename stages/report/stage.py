@@ -165,9 +165,9 @@ def _teachers_from_labels(labels: Path, dataset: str | None) -> tuple[list[Run],
             t.fold = prov.get("fold") if t.fold is None else t.fold
             found.append(t)
     if found:
-        where = ", ".join(sorted({t.path or "" for t in found} - {""})) or "beside the teacher"
+        where = ", ".join(sorted({t.path for t in found}))
         note = (f"Teacher metrics: found beside the teacher checkpoint that the label store's "
-                f"provenance names ({len(found)} file(s){'; ' + where if where else ''}).")  # fmt: skip
+                f"provenance names ({len(found)} file(s); {where}).")  # fmt: skip
     else:
         names = "; ".join(missing) if missing else "the label store names no teacher"
         note = (f"No teacher metrics found ({names}): no teacher row and no teacher − student "

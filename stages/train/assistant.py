@@ -12,6 +12,7 @@ from torch import nn
 
 from stages import paths
 from stages.data import SplitData, epoch_batches, load_split, open_store
+from stages.locks import holds_output_lock
 from stages.records import checkpoint_is_current, config_dict, init_sha256
 from stages.train.common import (
     augmentation,
@@ -146,15 +147,8 @@ class FalsePixelBatches:
             yield self.sampler.make_batch(gt_masks, real_images)  # ... alternates with construction
 
 
+@holds_output_lock("plc train-assistant", lambda cfg: cfg.out_path)  # one writer per output
 def run(cfg: AssistantConfig) -> Path:
-    """``plc train-assistant``: the stage below, holding ``<output>.lock`` (one writer per output)."""
-    from stages.locks import output_lock
-
-    with output_lock(cfg.out_path, "plc train-assistant"):
-        return _run(cfg)
-
-
-def _run(cfg: AssistantConfig) -> Path:
     """Train one assistant; a no-op when its checkpoint exists with the same config."""
     from pipeline.checkpoint import build_from_checkpoint, file_sha256, save_checkpoint
     from pipeline.losses import seg_loss

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from stages.data import load_split, open_store
+from stages.locks import holds_output_lock
 from stages.records import checkpoint_is_current, config_dict, init_sha256
 from stages.train.common import (
     augmentation,
@@ -20,15 +21,8 @@ from stages.train.config import TeacherConfig
 logger = logging.getLogger(__name__)
 
 
+@holds_output_lock("plc train-teacher", lambda cfg: cfg.out_path)  # one writer per output
 def run(cfg: TeacherConfig) -> Path:
-    """``plc train-teacher``: the stage below, holding ``<output>.lock`` (one writer per output)."""
-    from stages.locks import output_lock
-
-    with output_lock(cfg.out_path, "plc train-teacher"):
-        return _run(cfg)
-
-
-def _run(cfg: TeacherConfig) -> Path:
     """Train the teacher; a no-op when the checkpoint exists with the same config."""
     from pipeline.checkpoint import save_checkpoint
     from pipeline.models.pretrained import load_init
