@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -130,6 +131,19 @@ class FalsePixelQueues:
                         "mean": mean, "std": std})  # fmt: skip
         return out
 
+    def state_dict(self) -> dict[str, Any]:
+        """The queues' contents and positions (a resumed training run restores them)."""
+        return {"buffers": [b.clone() for b in self._buf], "ptr": list(self._ptr),
+                "fill": list(self._fill), "lengths": list(self.lengths)}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["lengths"]) != self.lengths:
+            raise ValueError(
+                f"FIG queue lengths {list(state['lengths'])} differ from {self.lengths}."
+            )
+        self._buf = [b.clone() for b in state["buffers"]]
+        self._ptr, self._fill = list(state["ptr"]), list(state["fill"])
+
     def values(self, c: int) -> torch.Tensor:
         """Queue c's values (fill, D), in insertion order oldest -> newest."""
         buf, ptr = self._buf[c], self._ptr[c]
@@ -221,6 +235,16 @@ class FIGSampler:
         self.queues = FalsePixelQueues(cfg.queue_len_pos, cfg.queue_len_neg, 3, num_classes)
         self.observations = 0
         self.constructions = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Queues and counters; the generator is the caller's (saved as its own part)."""
+        return {"queues": self.queues.state_dict(), "observations": self.observations,
+                "constructions": self.constructions}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.queues.load_state_dict(state["queues"])
+        self.observations = int(state["observations"])
+        self.constructions = int(state["constructions"])
 
     def observe(self, images: torch.Tensor, teacher_preds: torch.Tensor, gts: torch.Tensor) -> None:
         """Queue-generation step: push the teacher's false pixels of a real batch."""

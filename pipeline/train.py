@@ -4,6 +4,14 @@ A caller supplies ``batches(epoch)`` (an iterable of batch objects) and ``step(m
 batch)`` returning named loss terms; ``fit`` does the rest and returns per-epoch means.
 The recipe options (LR warmup, gradient clipping, an EMA of the weights) live on
 :class:`TrainConfig`; an optional ``evaluate(model)`` adds validation figures per epoch.
+
+Resume: with a ``state`` (an :class:`EpochState`: where snapshots go), ``fit`` hands it a
+snapshot of everything the next epoch depends on at the end of every epoch — weights, EMA,
+optimiser, grad scaler, schedule position, history, the python / numpy / torch RNG states
+and the state of the caller's ``parts`` (its own generators, FIG's queues) — and, when the
+state holds one, starts from it. Batches are drawn per epoch from ``(seed, epoch)`` (or from
+a part's generator), so a run resumed after its epoch ``e`` continues bit for bit as the
+uninterrupted run did (on CPU; CUDA up to non-deterministic kernels).
 """
 
 from __future__ import annotations
@@ -12,11 +20,14 @@ import contextlib
 import itertools
 import logging
 import math
+import random
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -35,6 +46,9 @@ from pipeline.train_setup import (
 )
 
 __all__ = [
+    "EpochState",
+    "GeneratorPart",
+    "Part",
     "TrainConfig",
     "fit",
     "resolve_amp",
@@ -46,6 +60,40 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _RESERVED = ("epoch", "lr", "seconds")  # history keys that loss terms may not use
+SNAPSHOT_FORMAT = 1  # the layout of fit's epoch-end snapshot (EpochState.save)
+
+
+class Part(Protocol):
+    """Something of the caller's whose state the next epoch depends on (``fit(parts=...)``)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class GeneratorPart:
+    """A ``torch.Generator`` as a :class:`Part` (an augmentation or sampling generator)."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["state"])
+
+
+class EpochState(Protocol):
+    """Where ``fit`` keeps its epoch-end snapshots (``stages.train.resume.TrainingState``)."""
+
+    def load(self) -> dict[str, Any] | None:
+        """The snapshot to continue from, or None to start at epoch 0."""
+        ...
+
+    def save(self, snapshot: dict[str, Any]) -> None:
+        """Keep ``snapshot`` (replacing the previous one; atomically)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -135,6 +183,8 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     desc: str = "train",
+    state: EpochState | None = None,
+    parts: Mapping[str, Part] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``cfg.epochs`` epochs; return one history record per epoch.
 
@@ -158,20 +208,27 @@ def fit(
             ``cfg.ema_decay`` is set, else the model itself), in ``eval()`` mode; the named
             figures it returns (e.g. ``{"val_dice": 0.7}``) join that epoch's record.
         desc: progress-bar label.
+        state: keeps a snapshot after every epoch (after ``evaluate`` and ``on_epoch_end``)
+            and, when ``state.load()`` returns one, continues after its epoch: the history
+            returned includes the epochs before it.
+        parts: the caller's own stateful objects (named), saved in and restored from the
+            snapshot; needs ``state``.
 
     Returns:
         ``[{"epoch": e, "loss": mean, <term>: mean, "lr": last LR, "seconds": t}, ...]``.
 
     Raises:
         RuntimeError: a loss term is NaN or infinite (names the epoch, step and term).
-        ValueError: a step returns no "loss", or an epoch yields no batches.
+        ValueError: a step returns no "loss", or an epoch yields no batches; a snapshot
+            that does not fit this model, these parts or ``cfg.epochs``.
     """
+    parts = dict(parts or {})
+    if parts and state is None:
+        raise ValueError("fit(parts=...) needs state=: parts are saved in its snapshots.")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model.to(device).train()
     amp_dtype, use_scaler = resolve_amp(cfg.amp, device)
-    first = batches(0)
-    epoch_steps = _steps_per_epoch(first, steps_per_epoch, cfg.schedule)
     loop = _Loop(
         model=model,
         step=step,
@@ -180,26 +237,112 @@ def fit(
         optimizer=build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay),
         amp_dtype=amp_dtype,
         scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
-        total_steps=cfg.epochs * (epoch_steps or 1),
-        epoch_steps=epoch_steps,
+        total_steps=0,  # set once the first epoch's batches are known
+        epoch_steps=None,
         ema=WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
     )
-    history = []
+    snapshot = state.load() if state is not None else None
+    history: list[dict[str, float]] = []
+    if snapshot is not None:
+        history = _restore(loop, snapshot, parts)
+        logger.info("%s: resumed after epoch %d of %d", desc, len(history), cfg.epochs)
+    start = len(history)
+    first = batches(start)
+    epoch_steps = _steps_per_epoch(first, steps_per_epoch, cfg.schedule)
+    loop.total_steps = cfg.epochs * (epoch_steps or 1)
+    loop.epoch_steps = epoch_steps
     with _progress_bar(cfg.progress) as bar:
-        for epoch in range(cfg.epochs):
-            record = _run_epoch(
-                loop, first if epoch == 0 else batches(epoch), epoch, steps_per_epoch, bar, desc
-            )
+        for epoch in range(start, cfg.epochs):
+            epoch_batches = first if epoch == start else batches(epoch)
+            record = _run_epoch(loop, epoch_batches, epoch, steps_per_epoch, bar, desc)
             if evaluate is not None:
                 record.update(_evaluate(loop, evaluate))
             logger.info("%s epoch %d: %s", desc, epoch, record)
             history.append(record)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
+            if state is not None:
+                state.save(_snapshot(loop, history, parts))
     if loop.ema is not None:
         loop.ema.copy_to(model)
     model.eval()
     return history
+
+
+def _snapshot(
+    loop: _Loop, history: list[dict[str, float]], parts: Mapping[str, Part]
+) -> dict[str, Any]:
+    """Everything the next epoch depends on, as tensors and plain values (``torch.load``
+    with ``weights_only=True`` reads it back)."""
+    np_state = np.random.get_state(legacy=False)
+    rng = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "epochs": loop.cfg.epochs,
+        "history": [dict(row) for row in history],
+        "global_step": loop.global_step,
+        "model": loop.model.state_dict(),
+        "optimizer": loop.optimizer.state_dict(),
+        "scaler": loop.scaler.state_dict(),
+        "ema": None if loop.ema is None else loop.ema.state_dict(),
+        "rng": rng,
+        "parts": {name: part.state_dict() for name, part in parts.items()},
+    }
+
+
+def _restore(
+    loop: _Loop, snapshot: dict[str, Any], parts: Mapping[str, Part]
+) -> list[dict[str, float]]:
+    """Load a snapshot of :func:`_snapshot` into the loop; returns its history."""
+    problems = []
+    if snapshot.get("format") != SNAPSHOT_FORMAT:
+        problems.append(f"format {snapshot.get('format')!r}, expected {SNAPSHOT_FORMAT}")
+    if snapshot.get("epochs") != loop.cfg.epochs:
+        problems.append(f"{snapshot.get('epochs')} epochs, this run has {loop.cfg.epochs}")
+    if set(snapshot.get("parts", {})) != set(parts):
+        problems.append(f"parts {sorted(snapshot.get('parts', {}))}, expected {sorted(parts)}")
+    if (snapshot.get("ema") is None) != (loop.ema is None):
+        problems.append("an EMA where this run has none, or the reverse")
+    if problems:
+        raise ValueError(f"the training snapshot does not fit this run: {'; '.join(problems)}.")
+    loop.model.load_state_dict(snapshot["model"])
+    loop.optimizer.load_state_dict(snapshot["optimizer"])
+    loop.scaler.load_state_dict(snapshot["scaler"])
+    if loop.ema is not None:
+        loop.ema.load_state_dict(snapshot["ema"])
+    loop.global_step = int(snapshot["global_step"])
+    for name, part in parts.items():
+        part.load_state_dict(snapshot["parts"][name])
+    rng = snapshot["rng"]
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {
+                "key": rng["numpy"]["key"].numpy().astype(np.uint32),
+                "pos": rng["numpy"]["pos"],
+            },
+            "has_gauss": rng["numpy"]["has_gauss"],
+            "gauss": rng["numpy"]["gauss"],
+        }
+    )
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    # interned keys: the same str objects as a fresh run's, so checkpoints that pickle the
+    # history come out byte-identical (pickle writes a repeated object once, by reference)
+    return [{sys.intern(str(k)): v for k, v in row.items()} for row in snapshot["history"]]
 
 
 def _evaluate(loop: _Loop, evaluate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:

@@ -122,6 +122,14 @@ class WeightEMA:
         """Load the averaged weights into ``model``."""
         model.load_state_dict(self.model.state_dict())
 
+    def state_dict(self) -> dict[str, Any]:
+        """The averaged weights and the update count (what a resumed run needs)."""
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
+
 
 def build_optimizer(
     model: nn.Module, name: str, lr: float, weight_decay: float

@@ -6,7 +6,8 @@ except ``cli``, lazily, by name): ``tests/stages/test_layout.py`` checks there i
 Sub-packages (one line each):
 
 - ``prepare/``    raw layouts (``readers/``) → checked, resized dataset store; folds.
-- ``train/``      teacher and assistants (FIG, BT), the training check, L_Seg training helpers.
+- ``train/``      teacher and assistants (FIG, BT), the training check, L_Seg training helpers,
+                  the epoch-end training state (``--resume``) every training stage keeps.
 - ``precompute/`` the team, shard tasks in process or on Dask, the write queue → label store.
 - ``distill/``    the student: loader over the stores, live labels, paired-design digests.
 - ``report/``     runs as records, tables, label quality, statistics, figures; ``plc inspect``.
@@ -21,4 +22,5 @@ Top modules:
 - ``evaluate``  Dice / IoU / HD95 / ASSD of any checkpoint on any split (``plc evaluate``).
 - ``paths``     the conventional paths (data/, models/, labels/, runs/).
 - ``outputs``   writable-output checks; ``errors`` the one-line error; ``progress`` bars.
+- ``locks``     one output, one writer: ``<output>.lock`` held while a stage runs.
 """

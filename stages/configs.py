@@ -109,6 +109,13 @@ class TrainOptions(StageConfig):
         "below 0.25 or one class everywhere).",
         runtime=True,
     )
+    resume: bool = option(
+        False,
+        help="Continue an interrupted run from <out>.train-state (written after every "
+        "epoch), bit for bit on CPU; start from epoch 0 when there is none. Refused when "
+        "the options or inputs differ.",
+        runtime=True,
+    )
     device: str = device_option()
     force: bool = force_option()
     progress: bool = progress_option()

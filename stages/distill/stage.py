@@ -22,6 +22,7 @@ from stages.distill.config import DistillConfig
 from stages.locks import holds_output_lock
 from stages.records import checkpoint_is_current, config_dict
 from stages.train.common import stable_history, write_curve
+from stages.train.resume import TrainingState, drop_obsolete_state
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def run(cfg: DistillConfig) -> Path:
         and (out / "metrics.json").exists()
     ):
         logger.info("student %s is up to date (same config); use --force to retrain", out)
+        drop_obsolete_state(out)
         return out / "metrics.json"
     store, label_store = open_labels_with_data(cfg.labels, cfg.data, cfg.fold)
     height, width = store.size
@@ -174,52 +176,79 @@ def run(cfg: DistillConfig) -> Path:
     n_classes = len(store.classes)
     model = build_model(cfg.student, num_classes=n_classes, img_size=height).to(device)
     pairing = _pairing(cfg, store, model, keep)
-    evaluate = None
-    if val is not None:  # val Dice per epoch on held-out train images (never the test split)
-        evaluate = val_dice(StoreSplit(store, "train", val), n_classes, cfg.batch_size, device)
-    history = fit(
-        model,
-        stream,
-        _step(cfg),
-        make_train_config(cfg),
-        steps_per_epoch=len(stream),
-        evaluate=evaluate,
-        desc=f"student ({cfg.variant})",
-    )
-    stream.close()  # the loader's workers end here, before evaluation
-    check = check_training(
-        model,
-        StoreSplit(store, "train", keep),
-        store.classes,
-        f"student {cfg.student} ({cfg.variant}, seed {cfg.seed})",
-        batch_size=cfg.batch_size,
-        device=device,
-        allow_weak=cfg.allow_weak_teacher,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
-    save_checkpoint(
-        out / "student.pt",
-        model.cpu(),
-        model_name=cfg.student,
-        num_classes=n_classes,
-        img_size=height,
-        config=meta,
-        extra={"history": stable_history(history), "role": "student", "train_check": check},
-    )
-    write_curve(history, out / "curve.csv")
-    metrics = evaluate_model(
-        model.to(device), StoreSplit(store, "test"), n_classes, cfg.batch_size, device, True
-    )
-    extra = {
-        "config": config_dict(cfg),
-        "dataset": store.name,
-        "split": "test",
-        "train_check": check,
-        **pairing,
-    }
-    logger.info("student %s: test Dice %.4f IoU %.4f", out, metrics["dice"], metrics["iou"])
-    return write_metrics(metrics, out / "metrics.json", extra)
+    with TrainingState(
+        out,  # <run folder>.train-state: beside the folder, which is written only at the end
+        {
+            "options": config_dict(cfg),
+            "inputs": {
+                "manifest_sha256": store.manifest_sha256,
+                "labels_provenance_sha256": _provenance_sha256(label_store),
+                **pairing,  # the paired design: same initial weights, same batch plan
+            },
+        },
+        resume=cfg.resume,
+        command="plc distill",
+    ) as state:
+        evaluate = None
+        if val is not None:  # val Dice per epoch on held-out train images (never the test split)
+            evaluate = val_dice(StoreSplit(store, "train", val), n_classes, cfg.batch_size, device)
+        history = fit(
+            model,
+            stream,
+            _step(cfg),
+            make_train_config(cfg),
+            steps_per_epoch=len(stream),
+            evaluate=evaluate,
+            desc=f"student ({cfg.variant})",
+            state=state,
+        )
+        stream.close()  # the loader's workers end here, before evaluation
+        check = check_training(
+            model,
+            StoreSplit(store, "train", keep),
+            store.classes,
+            f"student {cfg.student} ({cfg.variant}, seed {cfg.seed})",
+            batch_size=cfg.batch_size,
+            device=device,
+            allow_weak=cfg.allow_weak_teacher,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"stage": config_dict(cfg), "manifest_sha256": store.manifest_sha256}
+        save_checkpoint(
+            out / "student.pt",
+            model.cpu(),
+            model_name=cfg.student,
+            num_classes=n_classes,
+            img_size=height,
+            config=meta,
+            extra={"history": stable_history(history), "role": "student", "train_check": check},
+        )
+        write_curve(history, out / "curve.csv")
+        metrics = evaluate_model(
+            model.to(device), StoreSplit(store, "test"), n_classes, cfg.batch_size, device, True
+        )
+        extra = {
+            "config": config_dict(cfg),
+            "dataset": store.name,
+            "split": "test",
+            "train_check": check,
+            **pairing,
+        }
+        logger.info("student %s: test Dice %.4f IoU %.4f", out, metrics["dice"], metrics["iou"])
+        written = write_metrics(metrics, out / "metrics.json", extra)
+        state.finish()  # published: the training state is no longer needed
+        return written
+
+
+def _provenance_sha256(label_store) -> str | None:
+    """SHA-256 of the label store's provenance (which team, which run), None without one."""
+    if label_store is None:
+        return None
+    import hashlib
+    import json
+
+    text = json.dumps(label_store.provenance, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _pairing(cfg: DistillConfig, store, model: nn.Module, keep: np.ndarray) -> dict[str, str]:

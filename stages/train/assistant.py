@@ -24,6 +24,7 @@ from stages.train.common import (
     write_curve,
 )
 from stages.train.config import AssistantConfig
+from stages.train.resume import TrainingState, drop_obsolete_state
 
 logger = logging.getLogger(__name__)
 
@@ -154,13 +155,14 @@ def run(cfg: AssistantConfig) -> Path:
     from pipeline.losses import seg_loss
     from pipeline.models.pretrained import load_init
     from pipeline.models.registry import build_model
-    from pipeline.train import fit, resolve_device, seed_everything
+    from pipeline.train import GeneratorPart, fit, resolve_device, seed_everything
     from stages.train.checks import check_training
 
     out = cfg.out_path
     init_sha = init_sha256(cfg.init)
     if checkpoint_is_current(out, cfg, cfg.force, init_sha):
         logger.info("assistant %s is up to date (same config); use --force to retrain", out)
+        drop_obsolete_state(out)
         return out
     store = open_store(cfg.data_path, cfg.fold)
     teacher, tmeta, teacher_sha = None, {}, None
@@ -172,75 +174,93 @@ def run(cfg: AssistantConfig) -> Path:
         teacher_sha = file_sha256(teacher_path)
     model_name = cfg.model or tmeta["model_name"]
     n_classes, size = len(store.classes), store.size[0]
-    seed_everything(cfg.seed)
-    model = build_model(model_name, num_classes=n_classes, img_size=size)
-    if cfg.init is not None:
-        load_init(model, cfg.init)
-    train, val = split_validation(load_split(store, "train"), cfg.val_fraction)
-    train_cfg = make_train_config(cfg)
-    device = resolve_device(cfg.device)
-    if cfg.kind == "boundary":
-        diagnostics = {"bt_bands": _band_sizes(cfg.bt_delta, train, size, n_classes)}
-        history = train_segmenter(
+    with TrainingState(
+        out,
+        {
+            "options": config_dict(cfg),
+            "inputs": {
+                "manifest_sha256": store.manifest_sha256,
+                "teacher_sha256": teacher_sha,
+                "init_sha256": init_sha,
+            },
+        },
+        resume=cfg.resume,
+        command="plc train-assistant",
+    ) as state:
+        seed_everything(cfg.seed)
+        model = build_model(model_name, num_classes=n_classes, img_size=size)
+        if cfg.init is not None:
+            load_init(model, cfg.init)
+        train, val = split_validation(load_split(store, "train"), cfg.val_fraction)
+        train_cfg = make_train_config(cfg)
+        device = resolve_device(cfg.device)
+        if cfg.kind == "boundary":
+            diagnostics = {"bt_bands": _band_sizes(cfg.bt_delta, train, size, n_classes)}
+            history = train_segmenter(
+                model,
+                train,
+                train_cfg=train_cfg,
+                batch_size=cfg.batch_size,
+                transform=_boundary_transform(cfg, size, n_classes),
+                desc="assistant (BT)",
+                steps_per_epoch=cfg.steps_per_epoch,
+                foreground_fraction=cfg.foreground_fraction,
+                val=val,
+                num_classes=n_classes,
+                state=state,
+            )
+        else:
+            fig = FalsePixelBatches(cfg, teacher.to(device), train, n_classes)
+            if not state.resuming:  # a resumed run restores the filled queues from its state
+                fig.fill()
+            history = fit(
+                model.to(device),
+                fig,
+                lambda net, b: {"loss": seg_loss(net(b[0]), b[1])},
+                train_cfg,
+                steps_per_epoch=cfg.steps_per_epoch or max(1, len(train) // cfg.batch_size),
+                evaluate=None if val is None else val_dice(val, n_classes, cfg.batch_size, device),
+                desc="assistant (FIG)",
+                state=state,
+                parts={"fig_generator": GeneratorPart(fig.generator), "fig_sampler": fig.sampler},
+            )
+            diagnostics = {"fig_queues": fig.sampler.queues.summary(),
+                           "fig_observations": fig.sampler.observations}  # fmt: skip
+        check = check_training(
             model,
             train,
-            train_cfg=train_cfg,
+            store.classes,
+            f"assistant {cfg.kind} ({model_name})",
             batch_size=cfg.batch_size,
-            transform=_boundary_transform(cfg, size, n_classes),
-            desc="assistant (BT)",
-            steps_per_epoch=cfg.steps_per_epoch,
-            foreground_fraction=cfg.foreground_fraction,
-            val=val,
+            device=device,
+            allow_weak=cfg.allow_weak_teacher,
+            floor=_dice_floor(cfg),
+        )
+        meta = {
+            "stage": config_dict(cfg),
+            "manifest_sha256": store.manifest_sha256,
+            "teacher_sha256": teacher_sha,
+            "init_sha256": init_sha,
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(
+            out,
+            model.cpu(),
+            model_name=model_name,
             num_classes=n_classes,
+            img_size=size,
+            config=meta,
+            extra={
+                "history": stable_history(history),
+                "role": f"assistant-{cfg.kind}",
+                "train_check": check,
+                "diagnostics": diagnostics,  # what the assistant trained on (plc report shows it)
+            },
         )
-    else:
-        fig = FalsePixelBatches(cfg, teacher.to(device), train, n_classes)
-        fig.fill()
-        history = fit(
-            model.to(device),
-            fig,
-            lambda net, b: {"loss": seg_loss(net(b[0]), b[1])},
-            train_cfg,
-            steps_per_epoch=cfg.steps_per_epoch or max(1, len(train) // cfg.batch_size),
-            evaluate=None if val is None else val_dice(val, n_classes, cfg.batch_size, device),
-            desc="assistant (FIG)",
-        )
-        diagnostics = {"fig_queues": fig.sampler.queues.summary(),
-                       "fig_observations": fig.sampler.observations}  # fmt: skip
-    check = check_training(
-        model,
-        train,
-        store.classes,
-        f"assistant {cfg.kind} ({model_name})",
-        batch_size=cfg.batch_size,
-        device=device,
-        allow_weak=cfg.allow_weak_teacher,
-        floor=_dice_floor(cfg),
-    )
-    meta = {
-        "stage": config_dict(cfg),
-        "manifest_sha256": store.manifest_sha256,
-        "teacher_sha256": teacher_sha,
-        "init_sha256": init_sha,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        out,
-        model.cpu(),
-        model_name=model_name,
-        num_classes=n_classes,
-        img_size=size,
-        config=meta,
-        extra={
-            "history": stable_history(history),
-            "role": f"assistant-{cfg.kind}",
-            "train_check": check,
-            "diagnostics": diagnostics,  # what the assistant trained on (plc report shows it)
-        },
-    )
-    write_curve(history, out.with_suffix(".curve.csv"))
-    logger.info("assistant (%s) → %s", cfg.kind, out)
-    return out
+        write_curve(history, out.with_suffix(".curve.csv"))
+        state.finish()  # published: the training state is no longer needed
+        logger.info("assistant (%s) → %s", cfg.kind, out)
+        return out
 
 
 def _dice_floor(cfg: AssistantConfig) -> float:

@@ -60,6 +60,7 @@ def train_segmenter(
     foreground_fraction: float = 0.0,
     val: SplitData | None = None,
     num_classes: int | None = None,
+    state: Any = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` with L_Seg on ``data`` (optionally transformed per batch).
 
@@ -70,13 +71,15 @@ def train_segmenter(
         foreground_fraction: with steps_per_epoch > 0, the share of draws given to images
             with foreground, small lesions first (``foreground_weights``); 0 is uniform.
         val: images to compute ``val_dice`` on after each epoch (needs ``num_classes``).
+        state: an ``EpochState`` (``stages.train.resume.TrainingState``): epoch-end snapshots,
+            resume; the augmentation generator is saved with them.
 
     Returns:
         fit()'s history; with ``val``, each record has ``val_dice`` (mean per-image Dice).
     """
     from pipeline.losses import seg_loss
     from pipeline.sampling import foreground_weights, step_batches
-    from pipeline.train import fit, resolve_device
+    from pipeline.train import GeneratorPart, fit, resolve_device
 
     device = resolve_device(train_cfg.device)
     model.to(device)
@@ -109,7 +112,17 @@ def train_segmenter(
         if num_classes is None:
             raise ValueError("train_segmenter needs num_classes to score the validation images.")
         evaluate = val_dice(val, num_classes, batch_size, device)
-    return fit(model, batches, step, train_cfg, steps_per_epoch=steps, evaluate=evaluate, desc=desc)
+    return fit(
+        model,
+        batches,
+        step,
+        train_cfg,
+        steps_per_epoch=steps,
+        evaluate=evaluate,
+        desc=desc,
+        state=state,
+        parts={"augment_generator": GeneratorPart(generator)} if state is not None else None,
+    )
 
 
 def val_dice(
