@@ -139,3 +139,14 @@ def test_loader_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert sum(r[0] == "0" for r in rows) == 3  # raw, decoded, augmented
     assert [r[0] for r in rows if r[0] in ("10", "20")] == ["10", "20"]  # RSS per size
     assert any(r[0].startswith("stored labels") and r[3].endswith("×**") for r in rows)
+
+
+def test_resume_bench_state_table(tmp_path: Path) -> None:
+    """The epoch-end state table: one row per network, a real file size, the file removed."""
+    import bench_resume
+
+    lines = bench_resume.state_sizes(tmp_path, [("unet-tiny", 32)])
+    rows = [r for r in table_rows("\n".join(lines)) if r[0] != "network"]
+    assert [r[0] for r in rows] == ["unet-tiny"]
+    assert float(rows[0][3]) > 0  # MB of weights + EMA + optimiser
+    assert list(tmp_path.iterdir()) == []
