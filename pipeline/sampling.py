@@ -10,6 +10,10 @@ permutations of ``range(n)`` (every image is seen once before any is seen twice)
 ``weights``, each index is drawn independently with probability ``weights[i] / sum``
 (foreground-aware sampling, see :func:`foreground_weights`). The draws depend only on
 ``(seed, epoch)``: the same pair gives the same batches in any process.
+
+:func:`block_batches` is the order a store reads fastest: contiguous blocks of images in a
+shuffled order, images shuffled within a window of a few blocks (MosaicML streaming's block
+shuffling, FFCV's quasi-random order), so one window is a few contiguous reads.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "VAL_SEED",
+    "block_batches",
     "foreground_weights",
     "foreground_weights_from_counts",
     "fraction_subset",
@@ -75,6 +80,49 @@ def step_batches(
             raise ValueError("weights must be finite, >= 0 and not all 0.")
         order = rng.choice(n, size=need, replace=True, p=w / w.sum())
     order = order.astype(np.int64)
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+
+
+def block_batches(
+    n: int,
+    batch_size: int,
+    steps: int,
+    epoch: int,
+    seed: int,
+    block: int,
+    window_blocks: int,
+) -> list[np.ndarray]:
+    """:func:`step_batches`' uniform draws in block-shuffled order.
+
+    Each pass over the data cuts ``range(n)`` into contiguous blocks of ``block`` indices
+    (the last one short), shuffles the blocks' order, and shuffles the indices within each
+    window of ``window_blocks`` consecutive blocks of that order. Every index is still seen
+    once per pass; a batch's indices come from one window (or two, where it straddles), so
+    reading a window is ``window_blocks`` contiguous runs. Depends only on
+    ``(seed, epoch)`` and the arguments.
+
+    Args:
+        n, batch_size, steps, epoch, seed: as :func:`step_batches`.
+        block: indices per block, >= 1 (1 with ``window_blocks`` >= n: a full shuffle).
+        window_blocks: blocks whose indices are shuffled together, >= 1.
+
+    Returns:
+        ``steps`` int64 arrays of shape (batch_size,).
+    """
+    for name, value in (("n", n), ("batch_size", batch_size), ("steps", steps),
+                        ("block", block), ("window_blocks", window_blocks)):  # fmt: skip
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}.")
+    rng = _rng(seed, epoch)
+    need = steps * batch_size
+    starts = np.arange(0, n, block)
+    orders = []
+    for _ in range(-(-need // n)):
+        shuffled = rng.permutation(starts)
+        for w in range(0, len(shuffled), window_blocks):  # a window: whole blocks
+            held = [np.arange(a, min(a + block, n)) for a in shuffled[w : w + window_blocks]]
+            orders.append(rng.permutation(np.concatenate(held)))
+    order = np.concatenate(orders)[:need].astype(np.int64)
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 

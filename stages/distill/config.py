@@ -59,6 +59,19 @@ class DistillConfig(TrainOptions):
         gt=0,
         le=1,
     )
+    shuffle: str = option(
+        "full",
+        help="Order of the images within an epoch: 'full' (a random permutation) or 'block' "
+        "(contiguous blocks of --shuffle-block images in random order, images shuffled "
+        "within windows of --shuffle-window blocks: each window is a few contiguous reads; "
+        "needs --steps-per-epoch > 0 and --foreground-fraction 0). Both paired: the same "
+        "batches for every variant of a seed.",
+        choices=("full", "block"),
+    )
+    shuffle_block: int = option(16, help="--shuffle block: images per block.", ge=1)
+    shuffle_window: int = option(
+        4, help="--shuffle block: blocks whose images are shuffled together.", ge=1
+    )
     num_workers: int = option(
         2,
         help="DataLoader worker processes reading the stores (0: read in the training "
@@ -88,4 +101,9 @@ class DistillConfig(TrainOptions):
             )
         if self.kd_pixels == "correct" and self.variant == "none":
             found.append("--kd-pixels correct needs a --variant other than 'none' (no KD term).")
+        if self.shuffle == "block" and (self.steps_per_epoch == 0 or self.foreground_fraction):
+            found.append(
+                "--shuffle block draws uniformly in fixed steps: use it with --steps-per-epoch "
+                "> 0 and --foreground-fraction 0."
+            )
         return found

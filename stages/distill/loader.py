@@ -26,6 +26,7 @@ and is raised again in the training process with its original one-sentence messa
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -94,11 +95,26 @@ class ReadFailure(NamedTuple):
     message: str
 
 
-def _selection(index: np.ndarray) -> slice | np.ndarray:
-    """One zarr selection for sorted unique ``index``: a slice when it is contiguous."""
-    if len(index) and index[-1] - index[0] + 1 == len(index):
-        return slice(int(index[0]), int(index[-1]) + 1)
-    return index
+MAX_GAP = 2  # images read and dropped inside one read rather than starting another read
+
+
+def runs(index: np.ndarray, max_gap: int = MAX_GAP) -> list[tuple[int, int]]:
+    """Sorted unique ``index`` as ``[start, stop)`` runs, one read each: consecutive
+    positions join a run, and so do positions at most ``max_gap`` apart (the few images
+    between are read and dropped: one contiguous read costs less than two)."""
+    if len(index) == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(index) > max_gap + 1) + 1
+    return [(int(part[0]), int(part[-1]) + 1) for part in np.split(index, cuts)]
+
+
+def read_runs(read: Callable[[slice], np.ndarray], index: np.ndarray) -> np.ndarray:
+    """``read`` of sorted unique ``index`` as one slice read per run (:func:`runs`)."""
+    parts = []
+    for start, stop in runs(index):
+        block = read(slice(start, stop))
+        parts.append(block[index[(index >= start) & (index < stop)] - start])
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 class StoreBatches(Dataset):
@@ -129,11 +145,25 @@ class StoreBatches(Dataset):
             self._stores = (data, labels)
         return self._stores
 
-    def __getitem__(self, positions: np.ndarray) -> RawBatch | ReadFailure:
+    def __getitem__(
+        self, positions: np.ndarray | list[np.ndarray]
+    ) -> RawBatch | list[RawBatch] | ReadFailure:
+        """One batch, or (a list of batches: a window of the block order) each of them,
+        read together."""
         try:
+            if isinstance(positions, list):
+                return self._read_group([np.asarray(p, dtype=np.int64) for p in positions])
             return self._read(np.asarray(positions, dtype=np.int64))
         except StoreError as err:
             return ReadFailure(str(err))
+
+    def _read_group(self, batches: list[np.ndarray]) -> list[RawBatch]:
+        whole = self._read(np.concatenate(batches))
+        bounds = np.cumsum([0, *map(len, batches)])
+        return [
+            RawBatch(*(None if t is None else t[a:b] for t in whole))
+            for a, b in itertools.pairwise(bounds)
+        ]
 
     def _read(self, positions: np.ndarray) -> RawBatch:
         if positions.ndim != 1 or positions.min() < 0 or positions.max() >= len(self):
@@ -152,25 +182,31 @@ class StoreBatches(Dataset):
         )
 
     def _read_rows(self, uniq: np.ndarray) -> RawBatch:
-        """Positions ``uniq`` (sorted, unique), one checked read per array, in that order."""
+        """Positions ``uniq`` (sorted, unique), one checked slice read per run and array
+        (:func:`read_runs`), in that order."""
         data, labels = self._open()
-        rows = _selection(self.source.indices[uniq])
+        rows = self.source.indices[uniq]  # increasing: a split's indices are sorted
         codes = None
         if labels is not None:
-            codes = torch.from_numpy(labels.read_codes(self.source.variant, _selection(uniq)))
+            variant = self.source.variant
+            codes = torch.from_numpy(read_runs(lambda s: labels.read_codes(variant, s), uniq))
         return RawBatch(
             torch.from_numpy(uniq),
-            torch.from_numpy(data.read_images(rows)),  # (n, H, W, 3)
-            torch.from_numpy(data.read_masks(rows)),  # (n, H, W)
+            torch.from_numpy(read_runs(data.read_images, rows)),  # (n, H, W, 3)
+            torch.from_numpy(read_runs(data.read_masks, rows)),  # (n, H, W)
             codes,  # (n, C, H, W) int8
         )
 
 
 class BatchPlan(Sampler):
-    """Yields the index batches ``plan(epoch)`` of the epoch last set with :meth:`set_epoch`."""
+    """Yields the index batches ``plan(epoch)`` of the epoch last set with :meth:`set_epoch`,
+    one at a time, or ``group`` consecutive batches as one list (read together)."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, group: int = 1) -> None:
+        if group < 1:
+            raise ValueError(f"group must be >= 1, got {group}.")
         self.plan = plan
+        self.group = group
         self.epoch = 0
         self._batches: Sequence[np.ndarray] | None = None
 
@@ -183,11 +219,15 @@ class BatchPlan(Sampler):
             self._batches = [np.asarray(b, dtype=np.int64) for b in self.plan(self.epoch)]
         return self._batches
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self.batches())
+    def __iter__(self) -> Iterator[np.ndarray | list[np.ndarray]]:
+        batches = self.batches()
+        if self.group == 1:
+            return iter(batches)
+        return (list(batches[i : i + self.group]) for i in range(0, len(batches), self.group))
 
     def __len__(self) -> int:
-        return len(self.batches())
+        """Items (batches, or groups of them) per epoch."""
+        return -(-len(self.batches()) // self.group)
 
 
 def _fresh_handles(worker_id: int) -> None:
@@ -209,6 +249,7 @@ def make_loader(
     num_workers: int,
     pin_memory: bool,
     prefetch_factor: int = 2,
+    group: int = 1,
 ) -> DataLoader:
     """A DataLoader of :class:`RawBatch` over ``source`` in the order of ``plan``.
 
@@ -218,7 +259,9 @@ def make_loader(
             ``loader.sampler.set_epoch(epoch)`` before iterating.
         num_workers: worker processes (0 reads in the calling process).
         pin_memory: page-locked batches for asynchronous host-to-GPU copies.
-        prefetch_factor: batches each worker reads ahead (ignored without workers).
+        prefetch_factor: items each worker reads ahead (ignored without workers).
+        group: consecutive batches read as one item (a list of RawBatch): a window of the
+            block-shuffled order is then a few contiguous reads.
     """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
@@ -226,7 +269,7 @@ def make_loader(
     return DataLoader(
         StoreBatches(source),
         batch_size=None,  # items are whole batches already
-        sampler=BatchPlan(plan),
+        sampler=BatchPlan(plan, group),
         collate_fn=_keep,
         num_workers=num_workers,
         worker_init_fn=_fresh_handles,
@@ -275,17 +318,19 @@ class StudentStream:
         self.loader.sampler.set_epoch(epoch)
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         failure = None
-        for raw in self.loader:
-            if isinstance(raw, ReadFailure):
-                failure = raw
+        for item in self.loader:
+            if isinstance(item, ReadFailure):
+                failure = item
                 break
-            yield self.prepare(raw, generator)
+            for raw in item if isinstance(item, list) else [item]:
+                yield self.prepare(raw, generator)
         if failure is not None:
             self.close()
             raise StoreError(failure.message)
 
     def __len__(self) -> int:
-        return len(self.loader.sampler)
+        """Batches per epoch."""
+        return len(self.loader.sampler.batches())
 
     def close(self) -> None:
         """Stop the worker processes now (dropping the last reference to the DataLoader)."""

@@ -76,8 +76,15 @@ def _draws(cfg: DistillConfig, store, train_idx: np.ndarray):
             return [b.numpy() for b in batches]
 
         return one_pass
-    from pipeline.sampling import foreground_weights_from_counts, step_batches
+    from pipeline.sampling import block_batches, foreground_weights_from_counts, step_batches
 
+    if cfg.shuffle == "block":  # uniform draws (config.problems), read window by window
+
+        def blocks(epoch: int) -> list[np.ndarray]:
+            return block_batches(n, cfg.batch_size, cfg.steps_per_epoch, epoch, cfg.seed,
+                                 cfg.shuffle_block, cfg.shuffle_window)  # fmt: skip
+
+        return blocks
     counts = foreground_pixels(store, train_idx)
     weights = foreground_weights_from_counts(counts, cfg.foreground_fraction)
 
@@ -111,11 +118,13 @@ def _stream(cfg: DistillConfig, store, label_store, keep, device: torch.device, 
         manifest_sha256=store.manifest_sha256,
         preload=_split_mb(store, label_store if stored else None, len(train_idx)) <= cfg.preload_mb,
     )
+    window = cfg.shuffle_block * cfg.shuffle_window
     loader = make_loader(
         source,
         _plan(cfg, store, keep),
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
+        group=max(1, window // cfg.batch_size) if cfg.shuffle == "block" else 1,
     )
     augment = AugmentConfig() if cfg.augment else None
     return StudentStream(loader, device, cfg.seed, augment, live)

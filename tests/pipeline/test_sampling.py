@@ -126,3 +126,48 @@ def test_fraction_subset_is_stratified_nested_and_seeded() -> None:
     assert len(fraction_subset(np.array([True, False]), 0.1)) == 2  # each stratum keeps one
     with pytest.raises(ValueError, match="train fraction must be in"):
         fraction_subset(empty, 0.0)
+
+
+# --------------------------------------------------------------------------- block shuffle
+
+
+@pytest.mark.parametrize(("n", "block", "window"), [(50, 4, 3), (16, 16, 1), (23, 5, 2)])
+def test_block_batches_visit_every_index_once_per_pass_window_by_window(
+    n: int, block: int, window: int
+) -> None:
+    from pipeline.sampling import block_batches
+
+    batches = block_batches(n, 2, steps=n, epoch=3, seed=7, block=block, window_blocks=window)
+    order = np.concatenate(batches)
+    assert all(b.shape == (2,) and b.dtype == np.int64 for b in batches)
+    for p in range(2):  # two whole passes: each a permutation of range(n)
+        one = order[p * n : (p + 1) * n]
+        assert sorted(one.tolist()) == list(range(n))
+        # the pass is cut into windows of whole blocks (``window`` of them; the last window
+        # may hold fewer): each window's first e positions are exactly its blocks' indices
+        a = 0
+        while a < n:
+            for e in range(a + 1, n + 1):
+                held = set(one[a:e].tolist())
+                blocks = {i // block for i in held}
+                whole = held == {
+                    i for b in blocks for i in range(b * block, min(b * block + block, n))
+                }
+                if whole and (len(blocks) == window or e == n):
+                    break
+            assert whole and len(blocks) <= window
+            a = e
+    again = block_batches(n, 2, n, 3, 7, block, window)
+    assert all(np.array_equal(x, y) for x, y in zip(batches, again, strict=True))  # seeded
+    other = block_batches(n, 2, n, 4, 7, block, window)
+    assert not all(np.array_equal(x, y) for x, y in zip(batches, other, strict=True))
+
+
+def test_block_batches_with_blocks_of_one_in_one_window_are_a_full_shuffle() -> None:
+    from pipeline.sampling import block_batches
+
+    order = np.concatenate(block_batches(40, 8, 5, 0, 1, block=1, window_blocks=40))
+    assert sorted(order.tolist()) == list(range(40))
+    assert not np.array_equal(order, np.arange(40))
+    with pytest.raises(ValueError, match="block must be >= 1"):
+        block_batches(40, 8, 5, 0, 1, block=0, window_blocks=2)

@@ -166,3 +166,36 @@ def test_dkd_and_dist_train_from_the_store(stores, tmp_path, loss: str) -> None:
     with open(out / "curve.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert all(float(r[loss]) >= 0 for r in rows)  # the term is logged under its name
+
+
+def test_block_shuffle_trains_paired_and_reads_window_by_window(stores, tmp_path, monkeypatch):
+    """--shuffle block: the variants of a seed share the batches (digest), and the loader
+    reads one window (group of batches) per item, as contiguous runs."""
+    from stages.distill import loader
+
+    items: list[int] = []
+    real = loader.StoreBatches._read_group
+    monkeypatch.setattr(
+        loader.StoreBatches, "_read_group", lambda self, b: items.append(len(b)) or real(self, b)
+    )
+    block = ("--shuffle", "block", "--shuffle-block", 4, "--shuffle-window", 2,
+             "--epochs", 1, "--steps-per-epoch", 6, "--allow-weak-teacher")  # fmt: skip
+    metrics = []
+    for variant in ("none", "plc"):
+        result = _distill(stores, tmp_path / variant, "--variant", variant, *block)
+        assert result.exit_code == 0, result.output
+        metrics.append(json.loads((tmp_path / variant / "metrics.json").read_text()))
+    assert metrics[0]["batches_sha256"] == metrics[1]["batches_sha256"]
+    assert items == [2, 2, 2] * 2  # windows of 8 images = 2 batches of 4, per run
+    full = _distill(stores, tmp_path / "full", "--variant", "none", "--epochs", 1,
+                    "--steps-per-epoch", 6, "--allow-weak-teacher")  # fmt: skip
+    assert full.exit_code == 0, full.output
+    digest = json.loads((tmp_path / "full" / "metrics.json").read_text())["batches_sha256"]
+    assert digest != metrics[0]["batches_sha256"]  # another order, recorded as such
+
+
+def test_block_shuffle_needs_uniform_steps(stores, tmp_path) -> None:
+    result = _distill(stores, tmp_path / "r", "--shuffle", "block", "--steps-per-epoch", 0)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--shuffle block draws uniformly in fixed steps" in result.output
+    assert not (tmp_path / "r").exists()

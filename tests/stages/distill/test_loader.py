@@ -17,12 +17,15 @@ from loader_stores import make_stores
 from pipeline.augment import AugmentConfig
 from stages.data import epoch_batches
 from stages.distill.loader import (
+    MAX_GAP,
     RawBatch,
     StoreBatches,
     StoreSource,
     StudentStream,
     decode_codes,
     make_loader,
+    read_runs,
+    runs,
 )
 from storage_schema import (
     LabelStore,
@@ -98,10 +101,30 @@ def code_reads(monkeypatch) -> list[int]:
     return calls
 
 
-def test_reads_are_one_batch_at_a_time_never_the_whole_variant(stores, code_reads) -> None:
+def test_runs_join_neighbours_and_small_gaps_only() -> None:
+    assert runs(np.array([], dtype=np.int64)) == []
+    assert runs(np.array([5])) == [(5, 6)]
+    assert runs(np.array([0, 1, 2, 5, 9, 20, 21])) == [(0, 6), (9, 10), (20, 22)]  # gap 2 joins
+    assert runs(np.array([0, 4]), max_gap=0) == [(0, 1), (4, 5)]
+    index = np.array([1, 2, 4, 8, 9])
+    data = np.arange(100, 110)
+    assert read_runs(lambda s: data[s], index).tolist() == data[index].tolist()
+
+
+def test_reads_are_slices_of_one_batch_at_a_time_never_the_whole_variant(
+    stores, code_reads, monkeypatch
+) -> None:
+    kinds: list[type] = []
+    real = LabelStore.read_codes
+    monkeypatch.setattr(
+        LabelStore, "read_codes", lambda self, v, i: kinds.append(type(i)) or real(self, v, i)
+    )
     s = stream(stores, "plc")
+    batches = [np.unique(b) for b in s.loader.sampler.plan(0)]
     n_batches = sum(1 for _ in s(0))
-    assert len(code_reads) == n_batches == 2 and max(code_reads) <= 4  # batch 4 of 10 images
+    assert n_batches == len(batches) == 2 and set(kinds) == {slice}
+    expected = [b - a for batch in batches for a, b in runs(batch)]  # one read per run
+    assert code_reads == expected and max(code_reads) <= 4 + 2 * MAX_GAP  # batch 4 of 10
 
 
 def test_a_preloaded_source_serves_the_same_batches_from_one_read(stores, code_reads) -> None:
@@ -110,8 +133,8 @@ def test_a_preloaded_source_serves_the_same_batches_from_one_read(stores, code_r
     for positions in ([7, 2, 2, 9, 0], [3, 4, 5, 6], [8], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]):
         a, b = streamed[np.array(positions)], held[np.array(positions)]
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    # streamed: one read of each batch's unique images; preloaded: one read of all 10, once
-    assert code_reads == [4, 10, 4, 1, 10]
+    # streamed: one read per run of each batch's unique images; preloaded: all 10, once
+    assert code_reads == [3, 3, 10, 4, 1, 10]  # runs [0, 2] [7, 9] | all 10 | ...
     assert pickle.loads(pickle.dumps(held))._held is None  # a worker preloads its own copy
     with pytest.raises(IndexError):
         held._read(np.array([10]))
