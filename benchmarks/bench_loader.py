@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from _common import ROOT, fmt_seconds, markdown_table, print_header, set_threads
 logger = logging.getLogger(__name__)
 
 VARIANT = "plc"
+BLOCK, WINDOW = 16, 4  # --shuffle block's defaults (plc distill)
 
 
 def build_stores(root: Path, size: int, count: int) -> tuple[Path, Path]:
@@ -84,6 +86,28 @@ def build_stores(root: Path, size: int, count: int) -> tuple[Path, Path]:
     return data, writer.publish()
 
 
+class OldStoreBatches:
+    """The reader before issue 19, kept for the comparison: one zarr read per array and
+    batch (a slice when contiguous, else zarr's integer-array read), no direct reads."""
+
+    @staticmethod
+    def read_rows(self, uniq: np.ndarray):
+        from stages.distill.loader import RawBatch
+
+        def selection(index: np.ndarray):
+            if len(index) and index[-1] - index[0] + 1 == len(index):
+                return slice(int(index[0]), int(index[-1]) + 1)
+            return index
+
+        data, labels = self._open()
+        for store in (data, labels):  # zarr only: no DirectArray for any array
+            store._direct.update(dict.fromkeys(("images", "masks", f"soft/{VARIANT}")))
+        rows = selection(self.source.indices[uniq])
+        codes = torch.from_numpy(labels.read_codes(VARIANT, selection(uniq)))
+        return RawBatch(torch.from_numpy(uniq), torch.from_numpy(data.read_images(rows)),
+                        torch.from_numpy(data.read_masks(rows)), codes)  # fmt: skip
+
+
 def stream(
     data: Path,
     labels: Path | None,
@@ -92,13 +116,17 @@ def stream(
     augment: bool,
     steps: int = 0,
     seed: int = 0,
+    order: str = "full",
+    old: bool = False,
 ):
     """The StudentStream distill builds over ``data`` (+ ``labels``), on the CPU.
 
     ``steps`` batches per epoch drawn by ``pipeline.sampling.step_batches``; 0: one pass.
+    ``order`` "block": ``block_batches`` (blocks of 16, windows of 4), read window by window.
+    ``old``: the reader before issue 19 (:class:`OldStoreBatches`).
     """
     from pipeline.augment import AugmentConfig
-    from pipeline.sampling import step_batches
+    from pipeline.sampling import block_batches, step_batches
     from stages.data import epoch_batches
     from stages.distill.loader import StoreSource, StudentStream, make_loader
     from storage_schema import open_dataset_store
@@ -114,23 +142,62 @@ def stream(
     )
 
     def plan(epoch: int) -> list[np.ndarray]:
+        if order == "block":
+            n_steps = steps or len(idx) // batch
+            return block_batches(len(idx), batch, n_steps, epoch, seed, BLOCK, WINDOW)
         if steps:
             return step_batches(len(idx), batch, steps, epoch, seed)
         return [b.numpy() for b in epoch_batches(len(idx), batch, epoch, seed, drop_last=True)]
 
-    loader = make_loader(source, plan, num_workers=workers, pin_memory=False)
+    group = max(1, BLOCK * WINDOW // batch) if order == "block" else 1
+    loader = make_loader(source, plan, num_workers=workers, pin_memory=False, group=group)
+    if old:
+        loader.dataset._read_rows = OldStoreBatches.read_rows.__get__(loader.dataset)
     return StudentStream(loader, torch.device("cpu"), seed, AugmentConfig() if augment else None)
 
 
-def loader_table(args: argparse.Namespace, data: Path, labels: Path) -> str:
-    """img/s of raw batches, device batches and augmented device batches, per worker count."""
+def decode_limit(data: Path, labels: Path) -> float:
+    """Seconds per train image to crc32c-check and zstd-decompress its image, mask and codes
+    chunks in a tight loop (the bytes already in memory): the work a reader cannot avoid."""
+    import google_crc32c
+    import numcodecs.zstd
+    import zarr
+
+    from storage_schema import open_dataset_store
+
+    train = open_dataset_store(data).indices("train")
+    blobs = []
+    for root, key, rows in ((data, "images", train), (data, "masks", train),
+                            (labels, f"soft/{VARIANT}", np.arange(len(train)))):  # fmt: skip
+        arr = zarr.open_array(str(root / key), mode="r")
+        per_shard = int(arr.shards[0])
+        for shard in sorted({int(r) // per_shard for r in rows}):
+            raw = root / key / arr.metadata.encode_chunk_key((shard, *[0] * (arr.ndim - 1)))
+            body = raw.read_bytes()
+            n_chunks = per_shard // int(arr.chunks[0])
+            index = np.frombuffer(body[-(16 * n_chunks + 4) : -4], dtype="<u8").reshape(-1, 2)
+            blobs += [body[int(o) : int(o + n)] for o, n in index if o != 2**64 - 1]
+    start = time.perf_counter()
+    for blob in blobs:
+        google_crc32c.value(blob[:-4])
+        numcodecs.zstd.decompress(blob[:-4])
+    return (time.perf_counter() - start) / len(train)
+
+
+def loader_table(args: argparse.Namespace, data: Path, labels: Path) -> tuple[str, str]:
+    """img/s of raw batches (old reader, new reader in both orders), device batches and
+    augmented device batches, per worker count; the decode limit and the summary line."""
     n = 0
     work = {}
     for workers in args.workers:
+        old = stream(data, labels, args.batch_size, workers, augment=False, old=True)
         plain = stream(data, labels, args.batch_size, workers, augment=False)
+        block = stream(data, labels, args.batch_size, workers, augment=False, order="block")
         aug = stream(data, labels, args.batch_size, workers, augment=True)
         n = len(plain) * args.batch_size
-        work[(workers, "raw batches (workers' reads)")] = lambda s=plain: list(s.loader)
+        work[(workers, "raw batches, old reader (before issue 19)")] = lambda s=old: list(s.loader)
+        work[(workers, "raw batches")] = lambda s=plain: list(s.loader)
+        work[(workers, "raw batches, --shuffle block")] = lambda s=block: list(s.loader)
         work[(workers, "on the device, decoded")] = lambda s=plain: list(s(0))
         work[(workers, "decoded + augmented on the device")] = lambda s=aug: list(s(0))
     timings = time_interleaved(work, args.repeats, warmup=1)
@@ -138,8 +205,25 @@ def loader_table(args: argparse.Namespace, data: Path, labels: Path) -> str:
         [str(w), what, fmt_seconds(t.median), f"**{n / t.median:,.0f}**", f"{t.spread:.0%}"]
         for (w, what), t in timings.items()
     ]
-    return markdown_table(
+    table = markdown_table(
         ["workers", "what is delivered", "epoch (median)", "img/s", "spread"], rows
+    )
+    limit = decode_limit(data, labels)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    w = max(args.workers)
+    best = max(
+        ("raw batches", "raw batches, --shuffle block"), key=lambda k: n / timings[(w, k)].median
+    )
+    rate = n / timings[(w, best)].median
+    old_rate = n / timings[(w, "raw batches, old reader (before issue 19)")].median
+    ceiling = min(max(w, 1), cores or 1) / limit  # the decode limit on the cores the readers use
+    return (
+        f"{table}\n\nDecode limit: {1e6 * limit:.0f} µs per train image (image + mask + codes "
+        f"chunks, crc32c + zstd in a tight loop) = {1 / limit:,.0f} img/s per core, "
+        f"{ceiling:,.0f} img/s on {min(max(w, 1), cores or 1)} core(s).",
+        f"loader: {rate:,.0f} img/s = {rate / old_rate:.1f}× the old reader, "
+        f"{100 * rate / ceiling:.0f} % of the decode limit ({w} workers, {best}, "
+        f"{args.size}²)",
     )
 
 
@@ -260,7 +344,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip", default="", help="tables to skip: loader,rss,epoch")
     parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts here")
-    return parser.parse_args(argv)
+    parser.add_argument("--small-size", type=int, default=64, help="table 1b's size; 0: none")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few minutes: 160 images, 2 workers, 2 repeats, no RSS table",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.count, args.workers, args.repeats = 160, [2], 2
+        args.skip = ",".join(filter(None, [args.skip, "rss"]))
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,9 +372,17 @@ def main(argv: list[str] | None = None) -> None:
             f"train images per epoch), batch {args.batch_size}, variant {VARIANT}, "
             f"student {args.student}\n"
         )
+        summary = None
         if "loader" not in skip:
             print("### 1. Loader alone (images + masks + one variant)\n")
-            print(loader_table(args, data, labels) + "\n")
+            text, summary = loader_table(args, data, labels)
+            print(text + "\n")
+            if args.small_size:
+                small = argparse.Namespace(**{**vars(args), "size": args.small_size})
+                sdata, slabels = build_stores(root, args.small_size, args.count)
+                print(f"### 1b. The same at {args.small_size}² (the study's size)\n")
+                stext, ssummary = loader_table(small, sdata, slabels)
+                print(f"{stext}\n\n{ssummary}\n")
         if "rss" not in skip:
             print(
                 f"### 2. Peak RSS of distill (1 epoch of {args.steps} steps, {args.student}, "
@@ -293,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.epoch_workers} workers)\n"
             )
             print(epoch_table(args, data, labels) + "\n")
+        if summary is not None:
+            print(summary)  # the last line: the figure the issue's target is stated in
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import zarr
 from storage_schema import _common as c
 from storage_schema import integrity as ig
 from storage_schema import location as loc
+from storage_schema.direct import DirectArray
 from storage_schema.errors import StoreError
 from storage_schema.manifest import SPLITS, check_manifest_table, manifest_folds, manifest_sha256
 
@@ -195,6 +196,9 @@ class DatasetStore:
     pin: loc.Pin | None = field(default=None, repr=False, compare=False)
     fold: int | None = None  # a cross-validation view (see with_fold); None: the stored split
     _ids: list[str] = field(init=False, repr=False, compare=False)  # for messages, per read
+    _direct: dict[str, DirectArray | None] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )  # per array, built on first read
 
     def __post_init__(self) -> None:
         self._ids = self.manifest.column("id").to_pylist()
@@ -218,7 +222,12 @@ class DatasetStore:
 
     def _read(self, arr: ig.CheckedArray, key: str, index: ig.Index) -> np.ndarray:
         what = f"dataset store {self.path}"
-        return ig.read_checked(arr.array, key, index, what=what, ids=self._ids, pin=self.pin)
+        if key not in self._direct:  # a local store: runs read from the shard files
+            local = self.path if isinstance(self.path, Path) else None
+            self._direct[key] = DirectArray.of(arr.array, None if local is None else local / key)
+        return ig.read_checked(
+            arr.array, key, index, what=what, ids=self._ids, pin=self.pin, direct=self._direct[key]
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         generation = self.pin.generation if self.pin is not None else None

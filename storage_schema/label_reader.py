@@ -11,6 +11,7 @@ import numpy as np
 import zarr
 
 from storage_schema import _common as c
+from storage_schema.direct import DirectArray
 from storage_schema.encoding import decode_logprobs
 from storage_schema.errors import StoreError
 from storage_schema.integrity import Index, read_checked
@@ -89,6 +90,7 @@ class LabelStore:
         self.manifest_sha256: str = attrs["manifest_sha256"]
         self.dataset_name: str = attrs["dataset_name"]
         self._index = {image_id: i for i, image_id in enumerate(self.ids)}
+        self._direct: dict[str, DirectArray | None] = {}  # per array, built on first read
 
     def __reduce__(self) -> tuple[Any, ...]:
         generation = self.pin.generation if self.pin is not None else None
@@ -96,7 +98,12 @@ class LabelStore:
 
     def _checked(self, key: str, index: Index) -> np.ndarray:
         arr = self._arrays[key]
-        return read_checked(arr, key, index, what=self._what, ids=self.ids, pin=self.pin)
+        if key not in self._direct:  # a local store: runs read from the shard files
+            local = self.path if isinstance(self.path, Path) else None
+            self._direct[key] = DirectArray.of(arr, None if local is None else local / key)
+        return read_checked(
+            arr, key, index, what=self._what, ids=self.ids, pin=self.pin, direct=self._direct[key]
+        )
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -133,10 +133,13 @@ def test_loader_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     import bench_loader
 
     args = "--size 32 --count 20 --batch-size 4 --steps 2 --workers 0 --rss-counts 10,20"
-    bench_loader.main([*args.split(), "--rss-size", "32", "--repeats", "1"])
+    bench_loader.main([*args.split(), "--rss-size", "32", "--repeats", "1", "--small-size", "0"])
     out = capsys.readouterr().out
     rows = table_rows(out)
-    assert sum(r[0] == "0" for r in rows) == 3  # raw, decoded, augmented
+    # old reader, raw, block order, decoded, augmented
+    assert sum(r[0] == "0" for r in rows) == 5
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("loader: ") and "× the old reader" in last and "% of the decode" in last
     assert [r[0] for r in rows if r[0] in ("10", "20")] == ["10", "20"]  # RSS per size
     assert any(r[0].startswith("stored labels") and r[3].endswith("×**") for r in rows)
 
