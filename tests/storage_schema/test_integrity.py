@@ -72,7 +72,17 @@ def test_every_array_carries_checksums(tmp_path: Path, make_dataset) -> None:
     assert all(has_checksum(data[k]) for k in ("images", "masks", "split"))
 
 
-def test_label_shard_bit_flips_all_detected_and_named(tmp_path: Path) -> None:
+@pytest.fixture(params=["direct", "zarr"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both read paths: the direct shard reader (storage_schema.direct) and zarr alone."""
+    if request.param == "zarr":
+        from storage_schema.direct import DirectArray
+
+        monkeypatch.setattr(DirectArray, "of", classmethod(lambda cls, arr, folder: None))
+    return request.param
+
+
+def test_label_shard_bit_flips_all_detected_and_named(tmp_path: Path, reader: str) -> None:
     path = write_all(tmp_path / "l.zarr", soft_maps())
     rng = np.random.default_rng(20261201)
     files = [(v, f, s) for v in VARS for f, s in shard_files(path, f"soft/{v}")]
@@ -91,19 +101,26 @@ def test_label_shard_bit_flips_all_detected_and_named(tmp_path: Path) -> None:
             assert named(info.value.problems, f"soft/{variant}", IDS) == expected
             assert "crc32c checksum mismatch" in str(info.value)
             image = min(expected)
+            store = open_label_store(path)
             with pytest.raises(StoreError) as read_err:
-                open_label_store(path).read_codes(variant, image)
+                store.read_codes(variant, image)
             assert str(read_err.value).startswith(
                 f"label store {path}: array 'soft/{variant}' cannot be read at image(s) "
                 f"{IDS[image]!r}"
             )
+            with pytest.raises(StoreError) as run_err:  # a run over every image names them
+                store.read_codes(variant, slice(None))
+            text = str(run_err.value).split("at image(s) ", 1)[1].split(":")[0]
+            assert {IDS.index(m) for m in re.findall(r"'([^']+)'", text)} == expected
         finally:
             file.write_bytes(data)
     assert hits["chunk"] >= 10 and hits["index"] >= 10, hits  # both regions were exercised
     verify_store(path)  # restored: clean again
 
 
-def test_dataset_shard_bit_flips_all_detected_and_named(tmp_path: Path, make_dataset) -> None:
+def test_dataset_shard_bit_flips_all_detected_and_named(
+    tmp_path: Path, make_dataset, reader: str
+) -> None:
     path = make_dataset(tmp_path / "d.zarr", shard_size=2)
     ids = open_dataset_store(path).ids()
     rng = np.random.default_rng(7)
