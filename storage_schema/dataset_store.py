@@ -2,8 +2,8 @@
 
 Layout (Zarr v3 group, schema ``plc-kd/dataset`` version 2)::
 
-    images            (N, H, W, 3) uint8, dims (image, y, x, channel), one image per chunk,
-                      shards of shard_size images, zstd + crc32c
+    images            (N, H, W, 3) uint8, dims (image, y, x, channel), chunk_images images
+                      per chunk (attrs; absent: 1), shards of shard_size images, zstd + crc32c
     masks             (N, H, W)    uint8 class ids, dims (image, y, x), chunked like images
     split             (N,)         variable-length UTF-8 strings (zarr ``string``), dims (image,)
     manifest.parquet  the manifest table, rows in store order (a plain file inside the group)
@@ -72,18 +72,19 @@ def _write_group(
     tmp: Path, images: np.ndarray, masks: np.ndarray, split: list[str], attrs: dict
 ) -> None:
     n, h, w, _ = images.shape
-    s = min(int(attrs["shard_size"]), n)
+    k = int(attrs.get("chunk_images", 1))
+    s = min(int(attrs["shard_size"]), -(-n // k) * k)  # whole chunks per shard
     group = zarr.open_group(tmp, mode="w")
     # write_empty_chunks: an all-zero mask is still written, so every shard file exists
     config = {"write_empty_chunks": True}
     a = group.create_array(
-        "images", shape=images.shape, dtype="uint8", chunks=(1, h, w, 3), shards=(s, h, w, 3),
+        "images", shape=images.shape, dtype="uint8", chunks=(k, h, w, 3), shards=(s, h, w, 3),
         compressors=ig.codecs(), fill_value=0, dimension_names=("image", "y", "x", "channel"),
         config=config,
     )  # fmt: skip
     a[:] = images
     m = group.create_array(
-        "masks", shape=masks.shape, dtype="uint8", chunks=(1, h, w), shards=(s, h, w),
+        "masks", shape=masks.shape, dtype="uint8", chunks=(k, h, w), shards=(s, h, w),
         compressors=ig.codecs(), fill_value=0, dimension_names=("image", "y", "x"),
         config=config,
     )  # fmt: skip
@@ -108,6 +109,7 @@ def write_dataset_store(
     shard_size: int = 64,
     overwrite: bool = False,
     created: str | None = None,
+    chunk_images: int = 1,
 ) -> Path:
     """Write a prepared dataset store atomically (temporary sibling, then rename).
 
@@ -121,6 +123,8 @@ def write_dataset_store(
         source: JSON-serialisable description of the raw source (reader, root, params).
         shard_size: images per shard file (the last shard may be short).
         overwrite: replace an existing store at ``path``.
+        chunk_images: images per inner chunk of ``images`` and ``masks``; divides
+            ``shard_size`` (see :func:`~storage_schema.create_label_store`).
         created: ISO time for ``attrs['created']``; None means now (pass one for byte-identical
             stores).
 
@@ -144,8 +148,14 @@ def write_dataset_store(
             "match row for row."
         )
     split = table.column("split").to_pylist()
-    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
-        raise StoreError(f"shard_size must be a positive int, got {shard_size!r}.")
+    for field_name, value in (("shard_size", shard_size), ("chunk_images", chunk_images)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise StoreError(f"{field_name} must be a positive int, got {value!r}.")
+    if shard_size % chunk_images:
+        raise StoreError(
+            f"chunk_images ({chunk_images}) must divide shard_size ({shard_size}): a shard "
+            "holds whole chunks."
+        )
     attrs = {
         "schema": DATASET_SCHEMA,
         "schema_version": DATASET_SCHEMA_VERSION,
@@ -155,6 +165,7 @@ def write_dataset_store(
         "source": c.check_json(source, "source"),
         "n_images": int(images.shape[0]),
         "shard_size": shard_size,
+        **({"chunk_images": chunk_images} if chunk_images != 1 else {}),
         "counts": _split_counts(split),
         "manifest_sha256": manifest_sha256(table),
         "created": c.now_iso(created),

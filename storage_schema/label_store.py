@@ -4,8 +4,9 @@ Layout (Zarr v3 group, schema ``plc-kd/labels`` version 2)::
 
     ids              (N,)          variable-length UTF-8 strings, manifest order
     done             (N,)          bool, chunks of shard_size: a shard's flags are its own chunk
-    soft/<variant>   (N, C, H, W)  int8 log-prob codes (see encoding.py), chunks (1, C, H, W),
-                                   shards (shard_size, C, H, W), zstd
+    soft/<variant>   (N, C, H, W)  int8 log-prob codes (see encoding.py), chunks
+                                   (chunk_images, C, H, W) (attrs, absent: 1), shards
+                                   (shard_size, C, H, W), zstd
     stats/<name>     (N,)          float64, NaN until written, chunks of shard_size
 
 Every chunk carries a crc32c checksum (inside a shard: each chunk, and the shard index);
@@ -90,6 +91,7 @@ def _build_attrs(ids: list[str], spec: Mapping[str, Any], created: str | None) -
         "stat_names": spec["stat_names"],
         "encoding": {"kind": "int8-logprob", "scale": LOGP_SCALE},
         "shard_size": spec["shard_size"],
+        **({"chunk_images": spec["chunk_images"]} if spec["chunk_images"] != 1 else {}),
         "provenance": spec["provenance"],
         "created": c.now_iso(created),
         "package": c.PACKAGE,
@@ -98,7 +100,7 @@ def _build_attrs(ids: list[str], spec: Mapping[str, Any], created: str | None) -
 
 
 def _create_arrays(group: zarr.Group, ids: list[str], attrs: Mapping[str, Any]) -> None:
-    n, s = len(ids), attrs["shard_size"]
+    n, s, k = len(ids), attrs["shard_size"], attrs.get("chunk_images", 1)
     chw = (len(attrs["classes"]), *attrs["size"])
     image = ("image",)
     arr = group.create_array(
@@ -111,7 +113,7 @@ def _create_arrays(group: zarr.Group, ids: list[str], attrs: Mapping[str, Any]) 
     )  # fmt: skip
     for v in attrs["variants"]:
         group.create_array(
-            f"soft/{v}", shape=(n, *chw), dtype="int8", chunks=(1, *chw), shards=(s, *chw),
+            f"soft/{v}", shape=(n, *chw), dtype="int8", chunks=(k, *chw), shards=(s, *chw),
             compressors=ig.codecs(), fill_value=0, dimension_names=("image", "class", "y", "x"),
         )  # fmt: skip
     for name in attrs["stat_names"]:
@@ -149,12 +151,12 @@ def _resume(
     """Reopen an unfinished store whose layout matches ``attrs``; refuse naming the mismatch."""
     writer = LabelStoreWriter.open(tmp, overwrite=overwrite)
     old = writer.attrs
-    for key in _RESUME_KEYS:
-        if old.get(key) != attrs[key]:
+    for key in (*_RESUME_KEYS, "chunk_images"):
+        default = 1 if key == "chunk_images" else None  # absent: one image per chunk
+        if old.get(key, default) != attrs.get(key, default):
             raise StoreError(
-                f"cannot resume {tmp}: its {key} is {old.get(key)!r} but this run has "
-                f"{attrs[key]!r}; "
-                "rerun without --resume to start over."
+                f"cannot resume {tmp}: its {key} is {old.get(key, default)!r} but this run has "
+                f"{attrs.get(key, default)!r}; rerun without --resume to start over."
             )
     if writer.ids != ids:
         first = next(i for i, (a, b) in enumerate(zip(writer.ids, ids, strict=True)) if a != b)
@@ -188,6 +190,7 @@ def create_label_store(
     shard_size: int = 64,
     provenance: dict | None = None,
     resume: bool = False,
+    chunk_images: int = 1,
     overwrite: bool = False,
     created: str | None = None,
 ) -> LabelStoreWriter:
@@ -204,6 +207,9 @@ def create_label_store(
         manifest_sha256: the dataset manifest's hash (readers check it).
         stat_names: per-image float64 statistics to store.
         shard_size: images per shard (the unit of writing).
+        chunk_images: images per inner chunk of ``soft/<variant>``; divides ``shard_size``.
+            1 reads any image alone; more read contiguous runs faster (BENCHMARKS.md §10),
+            and a corrupt chunk then names all its images.
         provenance: JSON-serialisable description: checkpoints' SHA-256 and config, precompute
             config, package version, time.
         resume: reopen a matching unfinished ``<path>.writing`` store instead of replacing it.
@@ -236,8 +242,14 @@ def create_label_store(
         "variants": _check_variants(variants),
         "stat_names": [c.check_name(s, "stat_names entry") for s in stat_names],
         "shard_size": _check_positive(shard_size, "shard_size"),
+        "chunk_images": _check_positive(chunk_images, "chunk_images"),
         "provenance": c.check_json(provenance or {}, "provenance"),
     }
+    if spec["shard_size"] % spec["chunk_images"]:
+        raise StoreError(
+            f"chunk_images ({chunk_images}) must divide shard_size ({shard_size}): a shard "
+            "holds whole chunks."
+        )
     if len(set(spec["stat_names"])) != len(spec["stat_names"]):
         raise StoreError(f"stat_names must be distinct, got {list(stat_names)!r}.")
     attrs = _build_attrs(id_list, spec, created)

@@ -31,6 +31,14 @@ class PrepareConfig(StageConfig):
     size: int = option(224, help="Side of the square images, a multiple of 16.", ge=32, le=2048)
     split: float = option(0.8, help="Train fraction where the layout has no split.", gt=0, lt=1)
     seed: int = seed_option()
+    chunk_images: int = option(
+        1,
+        help="Images per inner chunk of the store's arrays (divides the shard size, 64). 1: any "
+        "image is read alone; 4-16: contiguous runs (distill --shuffle block) read faster, a "
+        "lone image costs its whole chunk, a corrupt chunk names all its images "
+        "(BENCHMARKS.md §10).",
+        ge=1,
+    )
     count: int = option(200, help="Number of images (synthetic only).", ge=2)
     include_negatives: bool = option(False, help="Add images without lesions.")
     mask_suffix: str = option(
@@ -92,6 +100,11 @@ class PrepareConfig(StageConfig):
         out: list[str] = []
         if self.size % 16:
             out.append(f"--size must be a multiple of 16 between 32 and 2048, got {self.size}.")
+        if 64 % self.chunk_images:
+            out.append(
+                f"--chunk-images must divide the shard size 64 (1, 2, 4, 8, 16, 32 or 64), got "
+                f"{self.chunk_images}."
+            )
         if not _STORE_NAME.match(self.out.stem):  # type: ignore[union-attr]
             out.append(
                 f"--out's name {self.out.stem!r} must use only letters, digits, '_', '.' or '-'."  # type: ignore[union-attr]
@@ -178,6 +191,7 @@ class PrepareConfig(StageConfig):
             # likewise only when set: naming and classes change which files pair and the masks
             **{k: v for k, v in self._naming_and_classes().items() if v not in ("", None, 2)},
             **({"synthetic_stripes": self.synthetic_stripes} if self.synthetic_stripes else {}),
+            **({"chunk_images": self.chunk_images} if self.chunk_images != 1 else {}),
         }
 
     def _naming_and_classes(self) -> dict:

@@ -88,6 +88,7 @@ def run(cfg: PrepareConfig) -> Path:
             classes=list(cfg.class_names()),
             source=source,
             overwrite=cfg.overwrite,
+            chunk_images=cfg.chunk_images,
         )
     except OSError as err:
         raise unwritable(err, cfg.out, existed=existed) from err

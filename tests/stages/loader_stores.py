@@ -39,7 +39,13 @@ def disc_masks(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray,
 
 
 def make_stores(
-    root: Path, *, n_train: int = 10, n_test: int = 3, size: int = 32, seed: int = 0
+    root: Path,
+    *,
+    n_train: int = 10,
+    n_test: int = 3,
+    size: int = 32,
+    seed: int = 0,
+    chunk_images: int = 1,
 ) -> tuple[Path, Path]:
     """Write ``root/data.zarr`` and ``root/labels.zarr`` (train split; variants teacher, plc).
 
@@ -61,6 +67,7 @@ def make_stores(
         classes=["background", "lesion"],
         source={"reader": "test"},
         created=CREATED,
+        chunk_images=chunk_images,
     )
     from storage_schema import open_dataset_store
 
@@ -80,6 +87,7 @@ def make_stores(
         dataset_name="toy",
         manifest_sha256=store.manifest_sha256,
         shard_size=4,
+        chunk_images=min(chunk_images, 4),
         provenance={"dataset_path": str(data)},
         created=CREATED,
     )

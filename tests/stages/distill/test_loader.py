@@ -370,3 +370,24 @@ def test_distill_over_a_flaky_server_trains_the_same_student(stores, tmp_path, m
         torch.load(tmp_path / d / "student.pt", weights_only=False) for d in ("local", "remote")
     )
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+@pytest.mark.parametrize("reader", ["direct", "zarr"])
+def test_batches_are_the_same_bytes_for_any_chunking_and_read_path(
+    stores, tmp_path, monkeypatch, reader: str
+) -> None:
+    """Stores of 4 images per chunk, read directly or through zarr alone, deliver the very
+    batches (same order, same augmentation draws) of the 1-image-per-chunk stores."""
+    from loader_stores import make_stores
+
+    from storage_schema.direct import DirectArray
+
+    chunked = make_stores(tmp_path / "k4", chunk_images=4)
+    if reader == "zarr":
+        monkeypatch.setattr(DirectArray, "of", classmethod(lambda cls, arr, folder: None))
+    for variant in ("plc", None):
+        want = list(stream(stores, variant)(0))
+        got = list(stream(chunked, variant)(0))
+        assert len(got) == len(want) > 0
+        for a, b in zip(got, want, strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
