@@ -61,6 +61,7 @@ def _sha(path: Path) -> str:
             r"--include-negatives is only supported by dataset\(s\): folder",
         ),
         ({"out": Path("data/my data.zarr")}, "--out's name 'my data' must use only letters"),
+        ({"chunk_images": 3}, "--chunk-images must divide the shard size 64"),
     ],
 )
 def test_config_is_validated(tmp_path: Path, kwargs: dict, message: str) -> None:
@@ -101,6 +102,18 @@ def test_synthetic_store_manifest_and_rerun(tmp_path: Path) -> None:
     created = store.attrs["created"]
     assert run(cfg) == path  # same config: nothing rewritten
     assert open_dataset_store(path).attrs["created"] == created
+
+
+def test_chunk_images_stores_the_same_images_in_larger_chunks(tmp_path: Path) -> None:
+    one = open_dataset_store(run(_cfg(tmp_path / "a", "synthetic", None, size=32, count=20)))
+    cfg = _cfg(tmp_path / "b", "synthetic", None, size=32, count=20, chunk_images=8)
+    eight = open_dataset_store(run(cfg))
+    assert eight.images.chunks[0] == 8 and one.images.chunks[0] == 1
+    assert eight.attrs["chunk_images"] == 8 and "chunk_images" not in one.attrs
+    assert np.array_equal(eight.read_images(slice(None)), one.read_images(slice(None)))
+    assert np.array_equal(eight.read_masks(slice(3, 17)), one.read_masks(slice(3, 17)))
+    assert eight.manifest_sha256 == one.manifest_sha256  # same content, another layout
+    assert cfg.digest() != _cfg(tmp_path / "b", "synthetic", None, size=32, count=20).digest()
 
 
 def test_changed_config_refuses_then_overwrites(tmp_path: Path) -> None:
