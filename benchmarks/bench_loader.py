@@ -118,6 +118,7 @@ def stream(
     seed: int = 0,
     order: str = "full",
     old: bool = False,
+    device: str = "cpu",
 ):
     """The StudentStream distill builds over ``data`` (+ ``labels``), on the CPU.
 
@@ -150,10 +151,44 @@ def stream(
         return [b.numpy() for b in epoch_batches(len(idx), batch, epoch, seed, drop_last=True)]
 
     group = max(1, BLOCK * WINDOW // batch) if order == "block" else 1
-    loader = make_loader(source, plan, num_workers=workers, pin_memory=False, group=group)
+    dev = torch.device(device)
+    loader = make_loader(
+        source, plan, num_workers=workers, pin_memory=dev.type == "cuda", group=group
+    )
     if old:
         loader.dataset._read_rows = OldStoreBatches.read_rows.__get__(loader.dataset)
-    return StudentStream(loader, torch.device("cpu"), seed, AugmentConfig() if augment else None)
+    return StudentStream(loader, dev, seed, AugmentConfig() if augment else None)
+
+
+class DeviceHeld:
+    """The plain baseline without a loader: the train images and masks held on the device,
+    batches sliced there in ``plan``'s order and augmented as the stream augments them."""
+
+    def __init__(self, data: Path, batch: int, steps: int, device: str, seed: int = 0) -> None:
+        from pipeline.augment import AugmentConfig
+        from pipeline.sampling import step_batches
+        from storage_schema import open_dataset_store
+
+        store = open_dataset_store(data)
+        idx = store.indices("train")
+        dev = torch.device(device)
+        self.images = torch.from_numpy(store.read_images(idx)).to(dev).permute(0, 3, 1, 2)
+        self.masks = torch.from_numpy(store.read_masks(idx)).to(dev).long()
+        self.plan = lambda epoch: step_batches(len(idx), batch, steps, epoch, seed)
+        self.steps, self.seed, self.augment = steps, seed, AugmentConfig()
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __call__(self, epoch: int):
+        from stages.distill.loader import augment_logp, epoch_seed
+
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        for b in self.plan(epoch):
+            t = torch.from_numpy(b).to(self.images.device)
+            images = self.images[t].float().div_(255.0)
+            images, masks, _ = augment_logp(images, self.masks[t], None, self.augment, generator)
+            yield images, masks
 
 
 def decode_limit(data: Path, labels: Path) -> float:
@@ -191,9 +226,9 @@ def loader_table(args: argparse.Namespace, data: Path, labels: Path) -> tuple[st
     work = {}
     for workers in args.workers:
         old = stream(data, labels, args.batch_size, workers, augment=False, old=True)
-        plain = stream(data, labels, args.batch_size, workers, augment=False)
+        plain = stream(data, labels, args.batch_size, workers, augment=False, device=args.device)
         block = stream(data, labels, args.batch_size, workers, augment=False, order="block")
-        aug = stream(data, labels, args.batch_size, workers, augment=True)
+        aug = stream(data, labels, args.batch_size, workers, augment=True, device=args.device)
         n = len(plain) * args.batch_size
         work[(workers, "raw batches, old reader (before issue 19)")] = lambda s=old: list(s.loader)
         work[(workers, "raw batches")] = lambda s=plain: list(s.loader)
@@ -295,11 +330,17 @@ def epoch_table(args: argparse.Namespace, data: Path, labels: Path) -> str:
     modes = {
         "plain (variant none)": (None, "none"),
         f"stored labels (variant {VARIANT}, KD)": (labels, VARIANT),
+        "plain, images held on the device (no loader)": (None, "none"),
     }
     streams = {
-        m: stream(data, lab, args.batch_size, args.epoch_workers, True, args.steps)
-        for m, (lab, _) in modes.items()
+        m: stream(
+            data, lab, args.batch_size, args.epoch_workers, True, args.steps, device=args.device
+        )
+        for m, (lab, _) in list(modes.items())[:2]
     }
+    streams["plain, images held on the device (no loader)"] = DeviceHeld(
+        data, args.batch_size, args.steps, args.device
+    )
     steps = {
         m: _step(DistillConfig(labels=labels, out=Path("x"), variant=v))
         for m, (_, v) in modes.items()
@@ -309,7 +350,7 @@ def epoch_table(args: argparse.Namespace, data: Path, labels: Path) -> str:
         for m in modes:
             torch.manual_seed(0)
             net = build_model(args.student, 2, args.size)
-            cfg = TrainConfig(epochs=1, seed=rnd, progress=False, device="cpu")
+            cfg = TrainConfig(epochs=1, seed=rnd, progress=False, device=args.device)
             start = time.perf_counter()
             fit(net, streams[m], steps[m], cfg, steps_per_epoch=len(streams[m]))
             if rnd:
@@ -345,6 +386,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip", default="", help="tables to skip: loader,rss,epoch")
     parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts here")
     parser.add_argument("--small-size", type=int, default=64, help="table 1b's size; 0: none")
+    parser.add_argument("--device", default="cpu", help="training device: cpu or cuda")
     parser.add_argument(
         "--quick",
         action="store_true",
