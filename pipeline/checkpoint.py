@@ -34,6 +34,15 @@ _KEYS = ("format", "version", "model_name", "num_classes", "img_size", "config",
 _PLAIN = (str, int, float, bool, type(None), Tensor)
 
 
+class NotACheckpointError(ValueError):
+    """A file that is no plc-kd checkpoint at all (``reason`` says why), as opposed to one of
+    another version or a damaged one."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} is not a plc-kd checkpoint ({reason}).")
+        self.reason = reason
+
+
 def file_sha256(path: str | Path) -> str:
     """SHA-256 hex digest of the bytes of ``path``."""
     digest = hashlib.sha256()
@@ -147,7 +156,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a plc-kd checkpoint, or of another version.
+        NotACheckpointError: the file is not a plc-kd checkpoint (a ``ValueError``).
+        ValueError: a checkpoint of another version, or a damaged one.
     """
     path = Path(path)
     if not path.is_file():
@@ -157,10 +167,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a foreign file
-        raise ValueError(f"{path} is not a plc-kd checkpoint (torch.load failed: {err}).") from err
+        raise NotACheckpointError(path, f"torch.load failed: {err}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a plc-kd checkpoint (format {found!r}, want {FORMAT!r}).")
+        raise NotACheckpointError(path, f"format {found!r}, want {FORMAT!r}")
     if ckpt.get("version") != VERSION:
         raise ValueError(
             f"checkpoint {path} has version {ckpt.get('version')!r} but this code reads version "

@@ -89,6 +89,13 @@ def load_split(store: DatasetStore, split: str) -> SplitData:
     )
 
 
+def first_images(store: DatasetStore, split: str, n: int, device: torch.device) -> torch.Tensor:
+    """The first ``n`` images of ``split`` (fewer when it has fewer), as the networks get
+    them: (B, 3, H, W) float32 RGB in [0, 1] on ``device``; only those images are read."""
+    view = StoreSplit(store, split, np.arange(min(n, len(store.indices(split)))))
+    return view.batch(torch.arange(len(view)), device)[0]
+
+
 def open_store(path: Path, fold: int | None = None) -> DatasetStore:
     """Open a dataset store, naming the command that makes it when it is missing.
 

@@ -2,6 +2,8 @@
 
 The team is state of its owner (a precompute worker, live KD), never a module cache; it is
 identified by the SHA-256 of its three checkpoints (:func:`team_key`), not by their paths.
+The teacher may be a TorchScript file (:mod:`pipeline.torchscript`); when it gives no
+features, SC reads TA_f's last decoder map instead (:func:`sc_feature_source`).
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ from torch import nn
 
 @dataclass
 class TeamOutput:
-    """Softmax probabilities of the three networks and T's SC features.
+    """Softmax probabilities of the three networks and the SC features.
 
     Attributes:
         p_t, p_f, p_b: (B, C, H, W) float32 probabilities of T, TA_f and TA_b.
-        feats: (B, F, H, W) float32 last decoder feature map of T.
+        feats: (B, F, H, W) float32 last decoder feature map of T, or of TA_f when T has
+            none (``feature_source`` says which).
     """
 
     p_t: torch.Tensor
     p_f: torch.Tensor
     p_b: torch.Tensor
     feats: torch.Tensor
+    feature_source: str = "teacher"
     calibrated: dict[str, torch.Tensor] | None = None  # "fp_cal"/"bd_cal": temperature-scaled
 
     @property
@@ -35,8 +39,14 @@ class TeamOutput:
         return {"fp": self.p_f, "bd": self.p_b, **(self.calibrated or {})}
 
 
+def sc_feature_source(teacher_has_features: bool) -> str:
+    """Which network's last decoder map SC reads: "teacher", or "assistant-false-pixel" for a
+    teacher without features (a TorchScript teacher returning logits only)."""
+    return "teacher" if teacher_has_features else "assistant-false-pixel"
+
+
 def team_key(teacher: Path, fp: Path, bd: Path) -> str:
-    """One SHA-256 over the three checkpoints' SHA-256 (T, TA_f, TA_b order)."""
+    """One SHA-256 over the three files' SHA-256 (T, TA_f, TA_b order)."""
     import hashlib
 
     from pipeline.checkpoint import file_sha256
@@ -77,9 +87,12 @@ class Team:
         device: torch.device,
         temperatures: dict[str, float] | None = None,
     ) -> Team:
+        """The team from its files: T a checkpoint or a TorchScript file, TA_f and TA_b
+        checkpoints (see :meth:`__init__` for ``temperatures``)."""
         from pipeline.checkpoint import build_from_checkpoint
+        from pipeline.torchscript import build_teacher
 
-        nets = (build_from_checkpoint(p)[0] for p in (teacher, fp, bd))
+        nets = (build_teacher(teacher)[0], *(build_from_checkpoint(p)[0] for p in (fp, bd)))
         return cls(*nets, device=device, temperatures=temperatures)
 
     @torch.inference_mode()
@@ -95,7 +108,12 @@ class Team:
         images = images.to(self.device, non_blocking=True)
         teacher, fp, bd = self.nets
         logits_t, feats = teacher.forward_features(images)
-        logits_f, logits_b = fp(images).float(), bd(images).float()
+        source = sc_feature_source(feats is not None)
+        if feats is None:  # T gives logits only: SC reads TA_f's last decoder map
+            logits_f, feats = fp.forward_features(images)
+        else:
+            logits_f = fp(images)
+        logits_f, logits_b = logits_f.float(), bd(images).float()
         calibrated = None
         if self.temperatures is not None:
             calibrated = {
@@ -107,6 +125,7 @@ class Team:
             p_f=logits_f.softmax(1),
             p_b=logits_b.softmax(1),
             feats=feats.float(),
+            feature_source=source,
             calibrated=calibrated,
         )
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from stages import paths
-from stages.data import SplitData, epoch_batches, load_split, open_store
+from stages.data import SplitData, epoch_batches, first_images, load_split, open_store
+from stages.errors import UserError
 from stages.locks import holds_output_lock
 from stages.records import checkpoint_is_current, config_dict, init_sha256
 from stages.train.common import (
@@ -82,10 +83,20 @@ class FalsePixelBatches:
     on randomly drawn real GT masks (construction); ``fig_real_fraction`` mixes real images in.
     """
 
-    def __init__(self, cfg: AssistantConfig, teacher: nn.Module, data: SplitData, num_classes: int):
+    def __init__(
+        self,
+        cfg: AssistantConfig,
+        teacher: nn.Module,
+        data: SplitData,
+        num_classes: int,
+        device: torch.device | None = None,
+    ):
+        """``device``: where ``teacher`` runs (default: where its first parameter is; pass it
+        for a TorchScript teacher, which may hold its weights as constants)."""
         from pipeline.fig import FIGConfig, FIGSampler
 
         self.cfg, self.teacher, self.data = cfg, teacher.eval(), data
+        self.device = device if device is not None else next(teacher.parameters()).device
         self.generator = torch.Generator().manual_seed(cfg.seed)
         fig = FIGConfig(
             queue_len_pos=cfg.fig_queue_len,
@@ -109,8 +120,7 @@ class FalsePixelBatches:
 
     @torch.inference_mode()
     def _observe(self, images: torch.Tensor, masks: torch.Tensor) -> None:
-        device = next(self.teacher.parameters()).device
-        preds = self.teacher(images.to(device)).argmax(1).cpu()
+        preds = self.teacher(images.to(self.device)).argmax(1).cpu()
         self.sampler.observe(images, preds, masks)
 
     def fill(self) -> None:
@@ -151,7 +161,7 @@ class FalsePixelBatches:
 @holds_output_lock("plc train-assistant", lambda cfg: cfg.out_path)  # one writer per output
 def run(cfg: AssistantConfig) -> Path:
     """Train one assistant; a no-op when its checkpoint exists with the same config."""
-    from pipeline.checkpoint import build_from_checkpoint, file_sha256, save_checkpoint
+    from pipeline.checkpoint import save_checkpoint
     from pipeline.losses import seg_loss
     from pipeline.models.pretrained import load_init
     from pipeline.models.registry import build_model
@@ -165,13 +175,8 @@ def run(cfg: AssistantConfig) -> Path:
         drop_obsolete_state(out)
         return out
     store = open_store(cfg.data_path, cfg.fold)
-    teacher, tmeta, teacher_sha = None, {}, None
-    if cfg.kind == "false-pixel" or cfg.model is None:  # FIG needs T; so does "same arch as T"
-        teacher_path = paths.require(
-            cfg.teacher_path, "teacher checkpoint", f"plc train-teacher --dataset {cfg.dataset}"
-        )
-        teacher, tmeta = build_from_checkpoint(teacher_path)
-        teacher_sha = file_sha256(teacher_path)
+    device = resolve_device(cfg.device)
+    teacher, tmeta, teacher_sha = _teacher(cfg, store, device)
     model_name = cfg.model or tmeta["model_name"]
     n_classes, size = len(store.classes), store.size[0]
     with TrainingState(
@@ -193,7 +198,6 @@ def run(cfg: AssistantConfig) -> Path:
             load_init(model, cfg.init)
         train, val = split_validation(load_split(store, "train"), cfg.val_fraction)
         train_cfg = make_train_config(cfg)
-        device = resolve_device(cfg.device)
         if cfg.kind == "boundary":
             diagnostics = {"bt_bands": _band_sizes(cfg.bt_delta, train, size, n_classes)}
             history = train_segmenter(
@@ -210,7 +214,7 @@ def run(cfg: AssistantConfig) -> Path:
                 state=state,
             )
         else:
-            fig = FalsePixelBatches(cfg, teacher.to(device), train, n_classes)
+            fig = FalsePixelBatches(cfg, teacher, train, n_classes, device)
             if not state.resuming:  # a resumed run restores the filled queues from its state
                 fig.fill()
             history = fit(
@@ -240,6 +244,7 @@ def run(cfg: AssistantConfig) -> Path:
             "stage": config_dict(cfg),
             "manifest_sha256": store.manifest_sha256,
             "teacher_sha256": teacher_sha,
+            "teacher_kind": tmeta.get("teacher_kind"),  # "checkpoint", "torchscript", None
             "init_sha256": init_sha,
         }
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -261,6 +266,30 @@ def run(cfg: AssistantConfig) -> Path:
         state.finish()  # published: the training state is no longer needed
         logger.info("assistant (%s) → %s", cfg.kind, out)
         return out
+
+
+def _teacher(cfg: AssistantConfig, store, device: torch.device) -> tuple:
+    """``(T on device, its meta, its file's SHA-256)``, or ``(None, {}, None)`` when T is not
+    needed (a boundary assistant with ``--model``). FIG needs T's false pixels; without
+    ``--model`` the assistant copies T's architecture, which a TorchScript file has none of."""
+    from pipeline.checkpoint import file_sha256
+    from pipeline.torchscript import is_torchscript, load_teacher, teacher_meta
+
+    if cfg.kind == "boundary" and cfg.model is not None:
+        return None, {}, None
+    path = paths.require(
+        cfg.teacher_path, "teacher checkpoint", f"plc train-teacher --dataset {cfg.dataset}"
+    )
+    if cfg.model is None and is_torchscript(path):
+        raise UserError(
+            f"--model is required with a TorchScript teacher: {path} names no registry "
+            "architecture for the assistant to copy; pass --model (`plc models` lists them)."
+        )
+    if cfg.kind == "boundary":  # BT needs only T's architecture: T is read, not built
+        return None, teacher_meta(path), file_sha256(path)
+    images = first_images(store, "train", cfg.batch_size, device)  # the contract's check
+    teacher, meta = load_teacher(path, images, len(store.classes))
+    return teacher, meta, file_sha256(path)
 
 
 def _dice_floor(cfg: AssistantConfig) -> float:

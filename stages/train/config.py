@@ -44,13 +44,19 @@ class AssistantConfig(TrainOptions):
     kind: str = option(help="false-pixel (FIG images) or boundary (BT images).", choices=KINDS)
     data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
     teacher: Path | None = option(
-        None, help="Teacher checkpoint (default models/<dataset>/teacher.pt).", exists=True
+        None,
+        help="Teacher (default models/<dataset>/teacher.pt): a plc-kd checkpoint, or a "
+        "TorchScript file (torch.jit.save) mapping (B, 3, H, W) float RGB in [0, 1] to logits "
+        "(B, C, H, W) or (logits, features); a TorchScript teacher needs --model.",
+        exists=True,
     )
     out: Path | None = option(
         None, help="Checkpoint (default models/<dataset>/assistant_fp.pt or assistant_bd.pt)."
     )
     model: str | None = option(  # None: the teacher's architecture (paper: same as T)
-        None, help="Registry name; default: the teacher's.", choices=model_choices
+        None,
+        help="Registry name; default: the teacher's (required with a TorchScript teacher).",
+        choices=model_choices,
     )
     init: Path | None = init_option()
     fig_queue_len: int = option(65536, help="FIG queue length M = N.", ge=1)

@@ -13,6 +13,7 @@ from loader_stores import make_stores
 from stages.data import (
     StoreSplit,
     check_same_images,
+    first_images,
     foreground_pixels,
     load_split,
     open_labels_with_data,
@@ -106,6 +107,15 @@ def test_store_split_batches_equal_the_in_memory_split(stores) -> None:
     for idx in (torch.tensor([4, 0, 2]), torch.arange(5)):
         for a, b in zip(lazy.batch(idx, CPU), held.batch(idx, CPU), strict=True):
             assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_first_images_are_the_splits_first_as_networks_get_them(stores) -> None:
+    store = open_dataset_store(stores[0])
+    raw = store.read_images(store.indices("train")[:4])  # (4, H, W, 3) uint8
+    want = torch.from_numpy(raw).permute(0, 3, 1, 2).double() / 255.0
+    got = first_images(store, "train", 4, CPU)
+    assert got.dtype == torch.float32 and torch.equal(got, want.float())  # x / 255 rounds once
+    assert first_images(store, "train", 100, CPU).shape[0] == 9  # the whole split, no more
 
 
 def test_evaluation_by_batch_equals_the_in_memory_split(stores) -> None:

@@ -1,6 +1,9 @@
-"""fit_temperatures: the record plc_cal stores, against pipeline.calibration on the same pixels."""
+"""The team: SC features from T or, for a teacher without features, from TA_f; and
+fit_temperatures: the record plc_cal stores, against pipeline.calibration on the same pixels."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,3 +56,64 @@ def test_a_large_fit_set_is_subsampled(monkeypatch: pytest.MonkeyPatch) -> None:
     cal = fit_temperatures(_Team(), _Split(images, masks), list(range(6)), 4, "all")
     assert cal["pixels"] == 256 // 4 + 128 // 4  # stride ceil(384 / 100) = 4, per batch
     assert 0.05 <= cal["fp"] <= 20.0
+
+
+def _team(tmp_path: Path, teacher_net: torch.nn.Module) -> tuple:
+    """A Team.load from files: T exported as TorchScript (or a checkpoint), two unet-tiny."""
+    from torchscript_nets import export
+
+    from pipeline.checkpoint import save_checkpoint
+    from pipeline.models.registry import build_model
+    from stages.precompute.team import Team
+
+    files, nets = {}, {}
+    for i, role in enumerate(("fp", "bd")):
+        torch.manual_seed(10 + i)
+        nets[role] = build_model("unet-tiny", 2, 16).eval()
+        files[role] = tmp_path / f"{role}.pt"
+        save_checkpoint(files[role], nets[role], model_name="unet-tiny", num_classes=2,
+                        img_size=16, config={})  # fmt: skip
+    if hasattr(teacher_net, "forward_features"):  # a registry network: its checkpoint
+        files["t"] = tmp_path / "t.pt"
+        save_checkpoint(files["t"], teacher_net, model_name="unet-tiny", num_classes=2,
+                        img_size=16, config={})  # fmt: skip
+    else:
+        files["t"] = export(teacher_net, tmp_path / "t.pt", "script")
+    team = Team.load(files["t"], files["fp"], files["bd"], torch.device("cpu"))
+    return team, nets
+
+
+def test_a_teacher_without_features_gives_sc_the_false_pixel_assistants(tmp_path: Path) -> None:
+    from torchscript_nets import TinySeg
+
+    torch.manual_seed(0)
+    t = TinySeg().eval()
+    team, nets = _team(tmp_path, t)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    out = team(images)
+    with torch.no_grad():
+        logits_f, feats_f = nets["fp"].forward_features(images)
+        torch.testing.assert_close(out.p_t, t(images).softmax(1), rtol=0, atol=1e-6)
+    assert out.feature_source == "assistant-false-pixel"
+    assert torch.equal(out.feats, feats_f) and torch.equal(out.p_f, logits_f.softmax(1))
+
+
+def test_teacher_features_are_used_when_the_teacher_has_them(tmp_path: Path) -> None:
+    from torchscript_nets import TinySegWithFeatures
+
+    from pipeline.models.registry import build_model
+
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    scripted = TinySegWithFeatures().eval()
+    out = _team(tmp_path / "a", scripted)[0](images)
+    with torch.no_grad():
+        half = scripted(images)[1]  # (2, 8, 8, 8); its resize: tests/pipeline/test_torchscript.py
+        full = torch.nn.functional.interpolate(half, size=(16, 16), mode="bilinear")
+    assert out.feature_source == "teacher" and out.feats.shape == (2, 8, 16, 16)
+    torch.testing.assert_close(out.feats, full, rtol=0, atol=1e-6)
+    registry = build_model("unet-tiny", 2, 16).eval()
+    out = _team(tmp_path / "b", registry)[0](images)
+    with torch.no_grad():
+        want = registry.forward_features(images)[1]
+    assert out.feature_source == "teacher" and torch.equal(out.feats, want)
