@@ -28,12 +28,25 @@ class PrecomputeConfig(StageConfig):
 
     dataset: str = option(help="Dataset name (data/<name>.zarr).")
     data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
-    teacher: Path | None = option(None, help="Teacher checkpoint.")
+    teacher: Path | None = option(
+        None,
+        help="Teacher (default models/<dataset>/teacher.pt): a plc-kd checkpoint, or a "
+        "TorchScript file (torch.jit.save) mapping (B, 3, H, W) float RGB in [0, 1] to logits "
+        "(B, C, H, W) or (logits, features); without features SC uses TA_f's.",
+    )
     assistant_fp: Path | None = option(None, help="False-pixel assistant checkpoint.")
     assistant_bd: Path | None = option(None, help="Boundary assistant checkpoint.")
     out: Path | None = option(None, help="Label store (default labels/<dataset>.zarr).")
     batch_size: int = option(16, help="Images per team forward.", ge=1)
     shard_size: int = option(64, help="Images per shard (the unit of writing).", ge=1)
+    chunk_images: int = option(
+        1,
+        help="Images per inner chunk of the store's arrays (divides --shard-size). 1: any "
+        "image is read alone; 4-16: contiguous runs (distill --shuffle block) read faster, a "
+        "lone image costs its whole chunk, a corrupt chunk names all its images "
+        "(BENCHMARKS.md §10).",
+        ge=1,
+    )
     search_backend: str = option(
         "auto", help="SC nearest-neighbour search.", choices=_search_backends
     )
@@ -90,6 +103,11 @@ class PrecomputeConfig(StageConfig):
             out.append("--gpu requests Dask resources: use it with --scheduler or --workers.")
         if self.resume and self.force:
             out.append("--resume continues a run and --force starts over: pass only one.")
+        if self.shard_size % self.chunk_images:
+            out.append(
+                f"--chunk-images {self.chunk_images} must divide --shard-size "
+                f"{self.shard_size}: a shard holds whole chunks."
+            )
         return out
 
     def inputs(self) -> dict[str, Path]:

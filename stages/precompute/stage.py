@@ -52,19 +52,35 @@ def _commands(ds: str) -> dict[str, str]:
     }
 
 
-def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store) -> dict:
+def _teacher(cfg: PrecomputeConfig, path: Path, store) -> dict:
+    """:func:`pipeline.torchscript.teacher_meta` of T plus ``features``; a TorchScript teacher
+    is loaded and its contract checked on the first train batch, a checkpoint only read."""
+    from pipeline.torchscript import load_teacher, teacher_meta
+    from pipeline.train import resolve_device
+    from stages.data import first_images
+
+    meta = teacher_meta(path)
+    if meta["teacher_kind"] == "checkpoint":
+        return meta | {"features": True}  # every registry network has forward_features
+    images = first_images(store, "train", cfg.batch_size, resolve_device(cfg.device))
+    return load_teacher(path, images, len(store.classes))[1]
+
+
+def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store, teacher: dict) -> dict:
+    """What the store records about its making; ``teacher``: :func:`_teacher`'s record."""
     from importlib.metadata import version
 
     from pipeline.checkpoint import file_sha256, load_checkpoint
+    from stages.precompute.team import sc_feature_source
 
     nets = {}
     for role in ("teacher", "assistant_fp", "assistant_bd"):
-        meta = load_checkpoint(inputs[role])
+        meta = teacher if role == "teacher" else load_checkpoint(inputs[role])
         nets[role] = {
             "path": str(inputs[role]),
             "sha256": file_sha256(inputs[role]),
             "init_sha256": meta["config"].get("init_sha256"),  # --init file of that network
-            "model_name": meta["model_name"],
+            "model_name": meta["model_name"],  # None for a TorchScript teacher
             "config": meta["config"],
         }
     return {
@@ -73,16 +89,17 @@ def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store) -> dict:
         "split": "train",
         "fold": cfg.fold,  # None: the stored split; F: the train images of fold F's view
         "networks": nets,
+        "teacher_kind": teacher["teacher_kind"],  # "checkpoint" or "torchscript"
+        "sc_features": sc_feature_source(teacher["features"]),  # whose map SC searched
         "precompute": config_dict(cfg),
         "package": {"plc-kd": version("plc-kd"), "torch": torch.__version__},
     }
 
 
-def _calibrate(cfg: PrecomputeConfig, inputs: dict[str, Path]) -> dict:
+def _calibrate(cfg: PrecomputeConfig, inputs: dict[str, Path], teacher: dict) -> dict:
     """The assistants' temperatures for ``plc_cal``, fitted by NLL on the teacher's held-out
     train images (its ``--val-fraction``), or on the whole train split when it held none out
-    (the record says which)."""
-    from pipeline.checkpoint import load_checkpoint
+    or is a TorchScript file, which records none (the record says which)."""
     from pipeline.sampling import validation_indices
     from pipeline.train import resolve_device
     from stages.data import StoreSplit, open_store
@@ -90,12 +107,14 @@ def _calibrate(cfg: PrecomputeConfig, inputs: dict[str, Path]) -> dict:
 
     store = open_store(inputs["data"], cfg.fold)
     n = len(store.indices("train"))
-    stage = load_checkpoint(inputs["teacher"])["config"].get("stage", {})
+    stage = teacher["config"].get("stage", {})
     fraction = float(stage.get("val_fraction", 0.0) or 0.0)
     if fraction > 0 and n >= 2:
         positions, source = validation_indices(n, fraction), "teacher val images"
     else:
-        positions, source = np.arange(n), "train split (the teacher held none out)"
+        scripted = teacher["teacher_kind"] == "torchscript"
+        why = "a TorchScript teacher records none" if scripted else "the teacher held none out"
+        positions, source = np.arange(n), f"train split ({why})"
     split = StoreSplit(store, "train", positions)  # only those images are read
     nets = [inputs[r] for r in ("teacher", "assistant_fp", "assistant_bd")]
     team = Team.load(*nets, device=resolve_device(cfg.device))
@@ -152,6 +171,7 @@ def _open_writer(cfg: PrecomputeConfig, store, provenance: dict):
         manifest_sha256=store.manifest_sha256,
         stat_names=stat_names(NAMES),
         shard_size=cfg.shard_size,
+        chunk_images=cfg.chunk_images,
         provenance=provenance,
         resume=cfg.resume,
         overwrite=True,
@@ -205,12 +225,13 @@ def run(cfg: PrecomputeConfig) -> Path:
     for role, path in inputs.items():
         paths.require(path, role.replace("_", " "), cmds[role])
     store = open_store(inputs["data"], cfg.fold)
-    provenance = _provenance(cfg, inputs, store)
+    teacher = _teacher(cfg, inputs["teacher"], store)  # a TorchScript one checked, before any work
+    provenance = _provenance(cfg, inputs, store, teacher)
     out = cfg.out_path
     if not cfg.force and not cfg.resume and _is_current(out, provenance, store.manifest_sha256):
         logger.info("label store %s is up to date; use --force to rebuild", out)
         return out
-    provenance["calibration"] = _calibrate(cfg, inputs)
+    provenance["calibration"] = _calibrate(cfg, inputs, teacher)
     writer = _open_writer(cfg, store, provenance)
     pending = writer.pending_shards()
     logger.info(
