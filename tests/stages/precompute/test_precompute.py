@@ -244,3 +244,24 @@ def test_correction_rows_are_stored_all_correct_with_their_calibration(store: Pa
     assert cal["nll_after"]["fp"] <= cal["nll_before"]["fp"] + 1e-6
     assert cal["source"] in ("teacher val images", "train split (the teacher held none out)")
     assert set(cal["at_bound"]) <= {"fp", "bd"}
+
+
+def test_chunk_images_changes_the_layout_not_the_labels(
+    inputs: dict[str, Path], store: Path, tmp_path: Path
+) -> None:
+    """--chunk-images 4: the same decoded content as the one-image-per-chunk store."""
+    import zarr
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    out = tmp_path / "g.zarr"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", EPOCH)
+        plc(*precompute_args(inputs, out), "--chunk-images", "4")
+    assert zarr.open_array(str(out / "soft" / "plc"), mode="r").chunks[0] == 4
+    assert content_digest(out) == content_digest(store)
+    bad = CliRunner().invoke(app, [*precompute_args(inputs, tmp_path / "h.zarr"),
+                                   "--chunk-images", "3"])  # fmt: skip
+    assert bad.exit_code == 1 and "--chunk-images 3 must divide --shard-size 8" in bad.output
+    assert not (tmp_path / "h.zarr").exists()
