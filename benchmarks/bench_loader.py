@@ -327,16 +327,25 @@ def epoch_table(args: argparse.Namespace, data: Path, labels: Path) -> str:
     from stages.distill.config import DistillConfig
     from stages.distill.stage import _step
 
+    block = f"stored labels, --shuffle block (variant {VARIANT}, KD)"
     modes = {
         "plain (variant none)": (None, "none"),
         f"stored labels (variant {VARIANT}, KD)": (labels, VARIANT),
+        block: (labels, VARIANT),
         "plain, images held on the device (no loader)": (None, "none"),
     }
     streams = {
         m: stream(
-            data, lab, args.batch_size, args.epoch_workers, True, args.steps, device=args.device
+            data,
+            lab,
+            args.batch_size,
+            args.epoch_workers,
+            True,
+            args.steps,
+            device=args.device,
+            order="block" if m == block else "full",
         )
-        for m, (lab, _) in list(modes.items())[:2]
+        for m, (lab, _) in list(modes.items())[:3]
     }
     streams["plain, images held on the device (no loader)"] = DeviceHeld(
         data, args.batch_size, args.steps, args.device
