@@ -109,12 +109,17 @@ def runs(index: np.ndarray, max_gap: int = MAX_GAP) -> list[tuple[int, int]]:
 
 
 def read_runs(read: Callable[[slice], np.ndarray], index: np.ndarray) -> np.ndarray:
-    """``read`` of sorted unique ``index`` as one slice read per run (:func:`runs`)."""
-    parts = []
-    for start, stop in runs(index):
+    """``read(index)`` in ``index``'s order (any order, repeats allowed) as one slice read per
+    run of its sorted unique values (:func:`runs`), each run's rows gathered straight into
+    the result (one copy after decoding)."""
+    out = None
+    for start, stop in runs(np.unique(index)):
         block = read(slice(start, stop))
-        parts.append(block[index[(index >= start) & (index < stop)] - start])
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if out is None:
+            out = np.empty((len(index), *block.shape[1:]), dtype=block.dtype)
+        hit = (index >= start) & (index < stop)
+        out[hit] = block[index[hit] - start]
+    return out
 
 
 class StoreBatches(Dataset):
@@ -174,24 +179,20 @@ class StoreBatches(Dataset):
             return RawBatch(
                 torch.from_numpy(positions), held.images[positions], held.masks[positions], codes
             )
-        uniq, inverse = np.unique(positions, return_inverse=True)  # sorted reads, then reorder
-        batch = self._read_rows(uniq)
-        codes = None if batch.codes is None else batch.codes[inverse]
-        return RawBatch(
-            torch.from_numpy(positions), batch.images[inverse], batch.masks[inverse], codes
-        )
+        return self._read_rows(positions)
 
-    def _read_rows(self, uniq: np.ndarray) -> RawBatch:
-        """Positions ``uniq`` (sorted, unique), one checked slice read per run and array
-        (:func:`read_runs`), in that order."""
+    def _read_rows(self, positions: np.ndarray) -> RawBatch:
+        """Split positions ``positions`` in that order (repeats allowed): one checked slice
+        read per run and array (:func:`read_runs`)."""
         data, labels = self._open()
-        rows = self.source.indices[uniq]  # increasing: a split's indices are sorted
+        rows = self.source.indices[positions]  # store rows: a split's indices are sorted
         codes = None
         if labels is not None:
             variant = self.source.variant
-            codes = torch.from_numpy(read_runs(lambda s: labels.read_codes(variant, s), uniq))
+            read = lambda s: labels.read_codes(variant, s)  # noqa: E731
+            codes = torch.from_numpy(read_runs(read, positions))
         return RawBatch(
-            torch.from_numpy(uniq),
+            torch.from_numpy(positions),
             torch.from_numpy(read_runs(data.read_images, rows)),  # (n, H, W, 3)
             torch.from_numpy(read_runs(data.read_masks, rows)),  # (n, H, W)
             codes,  # (n, C, H, W) int8
