@@ -150,32 +150,55 @@ class DirectArray:
             blob = os.pread(fd, hi - lo, lo)
         finally:
             os.close(fd)
+        view = np.frombuffer(blob, dtype=np.uint8)  # chunks are sliced as views, not copies
         for i, c in enumerate(range(c0, c1)):
             first = shard * lay.shard + c * lay.chunk  # the chunk's first image
-            raw = blob[int(offsets[i]) - lo : int(offsets[i] + lengths[i]) - lo]
+            raw = view[int(offsets[i]) - lo : int(offsets[i] + lengths[i]) - lo]
             lo_img, hi_img = max(first, a), min(first + lay.chunk, b)
-            images, why = self._decode(raw)
+            whole = lo_img == first and hi_img == first + lay.chunk
+            # a chunk wholly inside the run decodes straight into the result
+            dest = out[first - a : first - a + lay.chunk] if whole else None
+            images, why = self._decode(raw, dest)
             if images is None:
                 bad.update(dict.fromkeys(range(lo_img, hi_img), why))
-                continue
-            out[lo_img - a : hi_img - a] = images[lo_img - first : hi_img - first]
+            elif not whole:
+                out[lo_img - a : hi_img - a] = images[lo_img - first : hi_img - first]
 
-    def _decode(self, raw: bytes) -> tuple[np.ndarray | None, str]:
-        """One inner chunk's images, or (None, why) when it fails its crc32c or zstd."""
+    def _decode(self, raw: np.ndarray, dest: np.ndarray | None) -> tuple[np.ndarray | None, str]:
+        """One inner chunk's images (written into ``dest`` when given), or (None, why) when
+        it fails its crc32c or zstd."""
         import google_crc32c
         import numcodecs.zstd
 
         lay = self.layout
+        size = lay.chunk * self._image_bytes
         if len(raw) < 4 or google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
             return None, CRC_MISMATCH
         payload = raw[:-4]
+        if not lay.zstd:
+            if len(payload) != size:
+                return None, f"a chunk of {len(payload)} bytes, expected {size}"
+            images = payload.view(lay.dtype).reshape(lay.chunk, *lay.image_shape)
+            if dest is not None:
+                dest[...] = images
+            return images, ""
+        if frame_content_size(payload) != size:  # decompressing into a buffer would not say
+            try:
+                data = numcodecs.zstd.decompress(payload)
+            except Exception as err:
+                return None, f"{type(err).__name__}: {err}"[:200]
+            if len(data) != size:
+                return None, f"a chunk of {len(data)} bytes, expected {size}"
+            images = np.frombuffer(data, dtype=lay.dtype).reshape(lay.chunk, *lay.image_shape)
+            if dest is not None:
+                dest[...] = images
+            return images, ""
+        target = np.empty((lay.chunk, *lay.image_shape), lay.dtype) if dest is None else dest
         try:
-            data = numcodecs.zstd.decompress(payload) if lay.zstd else payload
+            numcodecs.zstd.decompress(payload, target)
         except Exception as err:
             return None, f"{type(err).__name__}: {err}"[:200]
-        if len(data) != lay.chunk * self._image_bytes:
-            return None, f"a chunk of {len(data)} bytes, expected {lay.chunk * self._image_bytes}"
-        return np.frombuffer(data, dtype=lay.dtype).reshape(lay.chunk, *lay.image_shape), ""
+        return target, ""
 
     def _index(self, shard: int, fd: int, path: Path) -> np.ndarray | None:
         """The shard's (chunks, 2) uint64 index, cached per file version; None if corrupt."""
@@ -203,3 +226,19 @@ class DirectArray:
             while len(self._indexes) > INDEX_CACHE:
                 self._indexes.popitem(last=False)
         return index
+
+
+def frame_content_size(frame: np.ndarray) -> int | None:
+    """The decompressed size a zstd frame header declares (RFC 8878 §3.1.1.1), or None when
+    the header does not say (or this is not a zstd frame)."""
+    if len(frame) < 6 or bytes(frame[:4]) != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = int(frame[4])
+    fcs_flag, single = descriptor >> 6, (descriptor >> 5) & 1
+    dict_bytes = (0, 1, 2, 4)[descriptor & 3]
+    at = 5 + (0 if single else 1) + dict_bytes  # after the window descriptor and dictionary id
+    width = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if width == 0 or len(frame) < at + width:
+        return None
+    value = int.from_bytes(bytes(frame[at : at + width]), "little")
+    return value + 256 if width == 2 else value

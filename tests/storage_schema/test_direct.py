@@ -96,3 +96,33 @@ def test_a_local_label_store_reads_runs_directly(tmp_path) -> None:
     raw = zarr.open_array(str(path / "soft" / VARS[0]), mode="r")
     assert np.array_equal(codes, raw[1:5])
     assert np.array_equal(store.read_codes(VARS[0], 2), raw[2])
+
+
+def test_frame_sizes_are_read_from_the_zstd_header() -> None:
+    import numcodecs.zstd
+
+    from storage_schema.direct import frame_content_size
+
+    for n in (0, 1, 255, 256, 257, 65791, 65792, 3 * 224 * 224):  # 1-, 2- and 4-byte fields
+        frame = np.frombuffer(numcodecs.zstd.compress(bytes(n), 3), dtype=np.uint8)
+        assert frame_content_size(frame) == n
+    assert frame_content_size(np.frombuffer(b"not a zstd frame", dtype=np.uint8)) is None
+
+
+def test_a_checksummed_chunk_of_the_wrong_size_is_refused_not_zero_padded(tmp_path) -> None:
+    """A frame that passes its crc32c but holds fewer bytes than the chunk (another writer's
+    layout) is an error, never a partly filled image."""
+    import google_crc32c
+    import numcodecs.zstd
+
+    _array(tmp_path / "a", 8, 4, 1)
+    reader = DirectArray.of(zarr.open_array(str(tmp_path / "a"), mode="r"), tmp_path / "a")
+    short = numcodecs.zstd.compress(bytes(2 * 6 * 5 - 1), 3)
+    raw = np.frombuffer(short + google_crc32c.value(short).to_bytes(4, "little"), np.uint8)
+    dest = np.full((1, 2, 6, 5), 9, dtype=np.int8)
+    images, why = reader._decode(raw, dest)
+    assert images is None and why == "a chunk of 59 bytes, expected 60"
+    good = numcodecs.zstd.compress(bytes(range(60)), 3)
+    raw = np.frombuffer(good + google_crc32c.value(good).to_bytes(4, "little"), np.uint8)
+    images, why = reader._decode(raw, dest)
+    assert why == "" and images is dest and dest.ravel().tolist() == list(range(60))
