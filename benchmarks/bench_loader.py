@@ -191,6 +191,52 @@ class DeviceHeld:
             yield images, masks
 
 
+def chunk_table(root: Path, labels: Path, sizes: tuple[int, ...], repeats: int) -> str:
+    """ms per image of one variant's codes, for 1, 4, 8, 16 images per inner chunk: a run of
+    32 images through zarr and through the direct reader, and one image read alone (what a
+    fully shuffled order pays per image), the same codes re-written in each layout."""
+    import cv2
+    import zarr
+
+    from storage_schema.direct import DirectArray
+    from storage_schema.integrity import codecs
+
+    codes = zarr.open_array(str(labels / "soft" / VARIANT), mode="r")[:]  # (N, C, S, S)
+    n = len(codes) - len(codes) % 64
+    rows = []
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        held = codes[:n]
+        if size != held.shape[-1]:
+            held = np.stack([np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_NEAREST)
+                                       for c in img]) for img in held])  # fmt: skip
+        for k in (1, 4, 8, 16):
+            path = root / f"chunks{size}_{k}.zarr"
+            arr = zarr.create_array(str(path), shape=held.shape, dtype="int8",
+                                    chunks=(k, *held.shape[1:]), shards=(64, *held.shape[1:]),
+                                    compressors=codecs(), fill_value=0, overwrite=True)  # fmt: skip
+            arr[:] = held
+            reader = DirectArray.of(arr, path)
+            lone = rng.integers(0, n, 32)
+            work = {
+                "zarr": lambda a=arr: a[32:64],
+                "direct": lambda r=reader: r.read(32, 64),
+                "alone": lambda r=reader, ix=lone: [r.read(int(i), int(i) + 1) for i in ix],
+            }
+            t = time_interleaved(work, repeats, warmup=1)
+            rows.append([f"{size}²", str(k), *(f"{1e3 * t[m].median / 32:.3f}" for m in work)])
+    return markdown_table(
+        [
+            "size",
+            "images per chunk",
+            "zarr, run of 32",
+            "direct, run of 32",
+            "direct, one image alone",
+        ],
+        rows,
+    )
+
+
 def decode_limit(data: Path, labels: Path) -> float:
     """Seconds per train image to crc32c-check and zstd-decompress its image, mask and codes
     chunks in a tight loop (the bytes already in memory): the work a reader cannot avoid."""
@@ -392,7 +438,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=8, help="steps per epoch, tables 2 and 3")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--skip", default="", help="tables to skip: loader,rss,epoch")
+    parser.add_argument("--skip", default="", help="tables to skip: loader,chunks,rss,epoch")
     parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts here")
     parser.add_argument("--small-size", type=int, default=64, help="table 1b's size; 0: none")
     parser.add_argument("--device", default="cpu", help="training device: cpu or cuda")
@@ -434,6 +480,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"### 1b. The same at {args.small_size}² (the study's size)\n")
                 stext, ssummary = loader_table(small, sdata, slabels)
                 print(f"{stext}\n\n{ssummary}\n")
+        if "chunks" not in skip:
+            print("### 1c. Images per inner chunk: ms per image of one variant's codes\n")
+            sizes = (args.size, args.small_size) if args.small_size else (args.size,)
+            print(chunk_table(root, labels, sizes, args.repeats) + "\n")
         if "rss" not in skip:
             print(
                 f"### 2. Peak RSS of distill (1 epoch of {args.steps} steps, {args.student}, "
