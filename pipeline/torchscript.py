@@ -8,8 +8,11 @@ matches pixels by the cosine similarity of full-resolution features. A script re
 logits only gives no features; SC then reads TA_f's (``stages.precompute.team``).
 
 :func:`build_teacher` is the one loader of ``--teacher``: a TorchScript file becomes a
-:class:`ScriptedTeacher`, a plc-kd checkpoint is rebuilt as before; :func:`load_teacher`
-adds the contract check on real images that the stages run before any work.
+:class:`ScriptedTeacher`, a plc-kd checkpoint is rebuilt as before, and a folder written by
+``plc import-teacher`` becomes a :class:`pipeline.imported.ImportedTeacher` (the third kind,
+"imported": T's probability maps, looked up by image id); :func:`load_teacher` adds the
+contract check on real images that the stages run before any work, :func:`teacher_sha256`
+the digest provenance records for each kind.
 """
 
 from __future__ import annotations
@@ -92,22 +95,28 @@ def load_torchscript(path: str | Path, map_location: Any = "cpu") -> ScriptedTea
 
 
 def build_teacher(path: str | Path, map_location: Any = "cpu") -> tuple[nn.Module, dict]:
-    """The teacher ``path`` names: a TorchScript file or a plc-kd checkpoint, in ``eval()``.
+    """The teacher ``path`` names: a TorchScript file, a plc-kd checkpoint or an imported
+    teacher (a folder), in ``eval()``.
 
     Args:
         path: the ``--teacher`` file.
         map_location: where the network is loaded (a device name).
 
     Returns:
-        ``(model, meta)``: a :class:`ScriptedTeacher` or the rebuilt registry network
-        (:func:`pipeline.checkpoint.build_from_checkpoint`), and :func:`teacher_meta`'s dict.
+        ``(model, meta)``: a :class:`ScriptedTeacher`, the rebuilt registry network
+        (:func:`pipeline.checkpoint.build_from_checkpoint`) or an
+        :class:`~pipeline.imported.ImportedTeacher`, and :func:`teacher_meta`'s dict.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is neither, or does not load.
+        ValueError: the file is no kind, or does not load.
     """
     from pipeline.checkpoint import build_from_checkpoint
+    from pipeline.imported import ImportedTeacher, is_imported, open_imported
 
+    if is_imported(path):
+        maps = open_imported(path)
+        return ImportedTeacher(maps).eval(), _imported_meta(maps)
     if _is_script_file(path):
         return load_torchscript(path, map_location), _script_meta()
     with _neither(path):
@@ -126,16 +135,29 @@ def load_teacher(path: str | Path, images: Tensor, num_classes: int) -> tuple[nn
 
     Returns:
         ``(model, meta)``: :func:`build_teacher`'s, with ``meta["features"]``: whether T
-        gives SC features (every registry network does).
+        gives SC features (every registry network does; an imported teacher never does).
 
     Raises:
-        ValueError: the file is neither kind, does not load, or breaks the contract.
+        ValueError: the file is no kind, does not load, or breaks the contract (an imported
+            teacher's classes and size are checked against ``images``; its manifest and
+            ids by the stage, :meth:`~pipeline.imported.ImportedTeacher.fit_problems`).
     """
+    from pipeline.imported import ImportedTeacher
+
     model, meta = build_teacher(path)
     model = model.to(images.device).eval()
     features = True
     if isinstance(model, ScriptedTeacher):
         features = check_contract(model, images, num_classes)
+    elif isinstance(model, ImportedTeacher):
+        features = False
+        _, c, h, w = model.maps.probs.shape
+        if (c, h, w) != (num_classes, *images.shape[-2:]):
+            raise ValueError(
+                f"imported teacher {path} holds maps of {c} classes at {h}×{w}, the dataset "
+                f"store has {num_classes} at {images.shape[-2]}×{images.shape[-1]}; import "
+                "the maps for this store (`plc import-teacher --dataset ...`)."
+            )
     return model, meta | {"features": features}
 
 
@@ -144,14 +166,18 @@ def teacher_meta(path: str | Path) -> dict:
 
     Returns:
         The checkpoint's metadata (without ``state_dict``) or, for TorchScript,
-        ``{"model_name": None, "config": {}}``; with ``teacher_kind``: "checkpoint" or
-        "torchscript".
+        ``{"model_name": None, "config": {}}``, for an imported teacher ``{"model_name":
+        None, "config": {"import": <its summary>}}``; with ``teacher_kind``: "checkpoint",
+        "torchscript" or "imported".
 
     Raises:
         FileNotFoundError, ValueError: as :func:`build_teacher`.
     """
     from pipeline.checkpoint import load_checkpoint
+    from pipeline.imported import is_imported, open_imported
 
+    if is_imported(path):
+        return _imported_meta(open_imported(path))
     if _is_script_file(path):
         return _script_meta()
     with _neither(path):
@@ -160,12 +186,32 @@ def teacher_meta(path: str | Path) -> dict:
     return meta | {"teacher_kind": "checkpoint"}
 
 
+def teacher_sha256(path: str | Path) -> str:
+    """What provenance records as T's SHA-256: the file's for a checkpoint or TorchScript
+    file, the content digest for an imported teacher (a folder; its ``digest`` attribute)."""
+    from pipeline.checkpoint import file_sha256
+    from pipeline.imported import is_imported, open_imported
+
+    return open_imported(path).digest if is_imported(path) else file_sha256(path)
+
+
+def has_no_architecture(path: str | Path) -> bool:
+    """True for a teacher an assistant cannot copy: a TorchScript file or an imported one."""
+    from pipeline.imported import is_imported
+
+    return is_imported(path) or _is_script_file(path)
+
+
 def _is_script_file(path: str | Path) -> bool:
     return Path(path).is_file() and is_torchscript(path)
 
 
 def _script_meta() -> dict:
     return {"teacher_kind": "torchscript", "model_name": None, "config": {}}
+
+
+def _imported_meta(maps: Any) -> dict:
+    return {"teacher_kind": "imported", "model_name": None, "config": {"import": maps.summary()}}
 
 
 @contextmanager
@@ -178,8 +224,9 @@ def _neither(path: str | Path) -> Iterator[None]:
     except NotACheckpointError as err:
         raise ValueError(
             f"teacher {path} is neither a plc-kd checkpoint nor a TorchScript file "
-            f"({_first_line(err.reason)}); pass a checkpoint of `plc train-teacher` or a "
-            "torch.jit.save export (docs/commands.md: TorchScript teachers)."
+            f"({_first_line(err.reason)}); pass a checkpoint of `plc train-teacher`, a "
+            "torch.jit.save export (docs/commands.md: TorchScript teachers) or the folder "
+            "`plc import-teacher` writes."
         ) from err
 
 

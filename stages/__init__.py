@@ -6,6 +6,8 @@ except ``cli``, lazily, by name): ``tests/stages/test_layout.py`` checks there i
 Sub-packages (one line each):
 
 - ``prepare/``    raw layouts (``readers/``) → checked, resized dataset store; folds.
+- ``import_teacher/`` a folder of a teacher's probability maps (nnU-Net v2, arrays, PNGs)
+                  → the imported teacher T (checked, resampled as prepare resized images).
 - ``train/``      teacher and assistants (FIG, BT), the training check, L_Seg training helpers,
                   the epoch-end training state (``--resume``) every training stage keeps.
 - ``precompute/`` the team, shard tasks in process or on Dask, the write queue → label store.

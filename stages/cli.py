@@ -15,6 +15,7 @@ import typer
 
 from stages.configs import EvaluateConfig
 from stages.distill.config import DistillConfig
+from stages.import_teacher.config import ImportTeacherConfig
 from stages.options import command
 from stages.precompute.config import PrecomputeConfig
 from stages.prepare.config import PrepareConfig
@@ -53,6 +54,14 @@ command(
     TeacherConfig,
     "stages.train.teacher:run",
     help="Train the teacher T on the train split with L_Seg (0.5 CE + 0.5 Dice).",
+)
+command(
+    app,
+    "import-teacher",
+    ImportTeacherConfig,
+    "stages.import_teacher.stage:run",
+    help="Import a teacher's probability maps (nnU-Net v2 --save_probabilities, arrays, PNGs) "
+    "as the teacher T: a lookup by image for train-assistant and precompute.",
 )
 command(
     app,

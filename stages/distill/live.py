@@ -37,9 +37,16 @@ class LiveLabels:
         self.gt_smoothing = pc.get("gt_smoothing", 0.1)
         cal = prov.get("calibration")  # stores made before plc_cal have none
         temps = {"fp": cal["fp"], "bd": cal["bd"]} if cal else None
+        sc = prov.get("sc_features")  # "teacher" or an assistant's (stores before it: T's)
         self.team = Team.load(
-            nets["teacher"], nets["assistant_fp"], nets["assistant_bd"], device, temps
+            nets["teacher"],
+            nets["assistant_fp"],
+            nets["assistant_bd"],
+            device,
+            temps,
+            sc_features=None if sc in (None, "teacher") else sc,
         )
+        self.ids = train.ids  # an imported teacher looks its maps up by image id
         self.seed = pc["seed"]
         self.banks = None
         if self.row.sc and self.row.rule != "swap":  # the bank, built as precompute does
@@ -47,7 +54,7 @@ class LiveLabels:
             samples: list = []
             for idx in epoch_batches(len(train), pc["batch_size"], 0, 0, shuffle=False):
                 images, gt = train.batch(idx, device)
-                out = self.team(images)
+                out = self.team(images, [self.ids[i] for i in idx.tolist()])
                 casc = cascade(out.p_t, out.assistants, gt, (base,))
                 batch = bank_samples(
                     casc, out.feats, idx, pc["bank_per_class"], pc["seed"], (base.name,)
@@ -58,12 +65,13 @@ class LiveLabels:
     def __call__(
         self, idx: torch.Tensor, images: torch.Tensor, masks: torch.Tensor
     ) -> torch.Tensor:
-        """Log-probabilities (B, C, H, W) of the variant for un-augmented ``images``."""
+        """Log-probabilities (B, C, H, W) of the variant for un-augmented ``images``, the
+        train images at positions ``idx``."""
         from pipeline.cascade import build_variants
         from stages.precompute.shard import random_seeds
 
         gt = masks.to(self.device)
-        out = self.team(images)
+        out = self.team(images, [self.ids[i] for i in torch.as_tensor(idx).tolist()])
         maps, _ = build_variants(
             out.p_t, out.assistants, out.feats, gt, self.cfg, self.banks, (self.row,),
             self.gt_smoothing, random_seeds(self.seed, torch.as_tensor(idx)),

@@ -15,6 +15,9 @@ from stages.configs import (
 )
 from stages.options import StageConfig, option
 
+# whose last decoder map SC reads when the teacher gives no features (the first: default)
+SC_FEATURES: tuple[str, ...] = ("assistant-false-pixel", "assistant-boundary", "both")
+
 
 def _search_backends() -> list[str]:
     from pipeline.search import BACKENDS
@@ -30,9 +33,19 @@ class PrecomputeConfig(StageConfig):
     data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
     teacher: Path | None = option(
         None,
-        help="Teacher (default models/<dataset>/teacher.pt): a plc-kd checkpoint, or a "
+        help="Teacher (default models/<dataset>/teacher.pt): a plc-kd checkpoint, a "
         "TorchScript file (torch.jit.save) mapping (B, 3, H, W) float RGB in [0, 1] to logits "
-        "(B, C, H, W) or (logits, features); without features SC uses TA_f's.",
+        "(B, C, H, W) or (logits, features), or the folder of `plc import-teacher` "
+        "(imported probability maps); without features SC uses an assistant's "
+        "(--sc-features).",
+    )
+    sc_features: str | None = option(
+        None,
+        help="Whose last decoder map SC searches when the teacher gives none (an imported "
+        "teacher, a TorchScript one returning logits only): assistant-false-pixel (TA_f, "
+        "the default), assistant-boundary (TA_b) or both (each L2-normalised, concatenated). "
+        "Refused with a teacher that gives features.",
+        choices=SC_FEATURES,
     )
     assistant_fp: Path | None = option(None, help="False-pixel assistant checkpoint.")
     assistant_bd: Path | None = option(None, help="Boundary assistant checkpoint.")

@@ -203,7 +203,8 @@ class PrecomputeWorker:
                 "was running (their SHA-256 differ from the run's); rerun `plc precompute`."
             )
         temps = json.loads(inputs["temperatures"]) if "temperatures" in inputs else None
-        team = Team.load(*nets, device=resolve_device(device), temperatures=temps)
+        team = Team.load(*nets, device=resolve_device(device), temperatures=temps,
+                         sc_features=inputs.get("sc_features"))  # fmt: skip
         fold = int(inputs["fold"]) if "fold" in inputs else None  # precompute --fold
         return cls(team, load_split(open_store(Path(inputs["data"]), fold), "train"), key)
 
@@ -220,7 +221,7 @@ class PrecomputeWorker:
         for lo in range(job.start, job.stop, job.settings.batch_size):
             idx = torch.arange(lo, min(lo + job.settings.batch_size, job.stop))
             images, gt = self.train.batch(idx, self.team.device)
-            team = self.team(images)
+            team = self.team(images, [self.train.ids[i] for i in idx.tolist()])
             out.append(Scanned(idx, cascade(team.p_t, team.assistants, gt), team.feats))
         return out
 

@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 def _commands(ds: str) -> dict[str, str]:
     return {
         "data": f"plc prepare --dataset ... --out {paths.data_path(ds)}",
-        "teacher": f"plc train-teacher --dataset {ds}",
+        "teacher": f"plc train-teacher --dataset {ds}` or `plc import-teacher --dataset {ds} "
+        "--probs DIR",
         "assistant_fp": f"plc train-assistant --dataset {ds} --kind false-pixel",
         "assistant_bd": f"plc train-assistant --dataset {ds} --kind boundary",
     }
@@ -54,16 +55,30 @@ def _commands(ds: str) -> dict[str, str]:
 
 def _teacher(cfg: PrecomputeConfig, path: Path, store) -> dict:
     """:func:`pipeline.torchscript.teacher_meta` of T plus ``features``; a TorchScript teacher
-    is loaded and its contract checked on the first train batch, a checkpoint only read."""
+    is loaded and its contract checked on the first train batch, an imported one checked
+    against the store (manifest, classes, size, every train image), a checkpoint only read.
+    ``--sc-features`` is refused with a teacher that gives features (it would be ignored)."""
+    from pipeline.imported import ImportedTeacher
     from pipeline.torchscript import load_teacher, teacher_meta
     from pipeline.train import resolve_device
     from stages.data import first_images
+    from stages.import_teacher.use import check_fits
 
     meta = teacher_meta(path)
     if meta["teacher_kind"] == "checkpoint":
-        return meta | {"features": True}  # every registry network has forward_features
-    images = first_images(store, "train", cfg.batch_size, resolve_device(cfg.device))
-    return load_teacher(path, images, len(store.classes))[1]
+        meta = meta | {"features": True}  # every registry network has forward_features
+    else:
+        images = first_images(store, "train", cfg.batch_size, resolve_device(cfg.device))
+        model, meta = load_teacher(path, images, len(store.classes))
+        if isinstance(model, ImportedTeacher):
+            check_fits(model, store, cfg.dataset)
+    if cfg.sc_features is not None and meta["features"]:
+        raise ValueError(
+            f"--sc-features {cfg.sc_features} chooses an assistant's features for a teacher "
+            f"without any, but the teacher {path} gives its own (SC reads them); drop "
+            "--sc-features."
+        )
+    return meta
 
 
 def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store, teacher: dict) -> dict:
@@ -71,17 +86,19 @@ def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store, teacher: 
     from importlib.metadata import version
 
     from pipeline.checkpoint import file_sha256, load_checkpoint
+    from pipeline.torchscript import teacher_sha256
     from stages.precompute.team import sc_feature_source
 
     nets = {}
     for role in ("teacher", "assistant_fp", "assistant_bd"):
         meta = teacher if role == "teacher" else load_checkpoint(inputs[role])
+        digest = teacher_sha256 if role == "teacher" else file_sha256  # an import's digest
         nets[role] = {
             "path": str(inputs[role]),
-            "sha256": file_sha256(inputs[role]),
+            "sha256": digest(inputs[role]),
             "init_sha256": meta["config"].get("init_sha256"),  # --init file of that network
-            "model_name": meta["model_name"],  # None for a TorchScript teacher
-            "config": meta["config"],
+            "model_name": meta["model_name"],  # None for a TorchScript or imported teacher
+            "config": meta["config"],  # an imported teacher's: {"import": its summary}
         }
     return {
         "dataset_path": str(inputs["data"]),
@@ -89,8 +106,9 @@ def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store, teacher: 
         "split": "train",
         "fold": cfg.fold,  # None: the stored split; F: the train images of fold F's view
         "networks": nets,
-        "teacher_kind": teacher["teacher_kind"],  # "checkpoint" or "torchscript"
-        "sc_features": sc_feature_source(teacher["features"]),  # whose map SC searched
+        "teacher_kind": teacher["teacher_kind"],  # "checkpoint", "torchscript" or "imported"
+        # whose map SC searched: "teacher", or an assistant's (--sc-features)
+        "sc_features": sc_feature_source(teacher["features"], cfg.sc_features),
         "precompute": config_dict(cfg),
         "package": {"plc-kd": version("plc-kd"), "torch": torch.__version__},
     }
@@ -99,7 +117,8 @@ def _provenance(cfg: PrecomputeConfig, inputs: dict[str, Path], store, teacher: 
 def _calibrate(cfg: PrecomputeConfig, inputs: dict[str, Path], teacher: dict) -> dict:
     """The assistants' temperatures for ``plc_cal``, fitted by NLL on the teacher's held-out
     train images (its ``--val-fraction``), or on the whole train split when it held none out
-    or is a TorchScript file, which records none (the record says which)."""
+    or is a TorchScript file or an imported teacher, which record none (the record says
+    which)."""
     from pipeline.sampling import validation_indices
     from pipeline.train import resolve_device
     from stages.data import StoreSplit, open_store
@@ -112,8 +131,9 @@ def _calibrate(cfg: PrecomputeConfig, inputs: dict[str, Path], teacher: dict) ->
     if fraction > 0 and n >= 2:
         positions, source = validation_indices(n, fraction), "teacher val images"
     else:
-        scripted = teacher["teacher_kind"] == "torchscript"
-        why = "a TorchScript teacher records none" if scripted else "the teacher held none out"
+        why = {"torchscript": "a TorchScript teacher records none",
+               "imported": "an imported teacher records none"}.get(
+            teacher["teacher_kind"], "the teacher held none out")  # fmt: skip
         positions, source = np.arange(n), f"train split ({why})"
     split = StoreSplit(store, "train", positions)  # only those images are read
     nets = [inputs[r] for r in ("teacher", "assistant_fp", "assistant_bd")]
@@ -225,7 +245,7 @@ def run(cfg: PrecomputeConfig) -> Path:
     for role, path in inputs.items():
         paths.require(path, role.replace("_", " "), cmds[role])
     store = open_store(inputs["data"], cfg.fold)
-    teacher = _teacher(cfg, inputs["teacher"], store)  # a TorchScript one checked, before any work
+    teacher = _teacher(cfg, inputs["teacher"], store)  # TorchScript, imported: checked first
     provenance = _provenance(cfg, inputs, store, teacher)
     out = cfg.out_path
     if not cfg.force and not cfg.resume and _is_current(out, provenance, store.manifest_sha256):
@@ -256,7 +276,9 @@ def run(cfg: PrecomputeConfig) -> Path:
     fold = {} if cfg.fold is None else {"fold": str(cfg.fold)}  # the workers' split view
     cal = provenance["calibration"]
     temps = {"temperatures": json.dumps({"fp": cal["fp"], "bd": cal["bd"]})}
-    with _runner(cfg, {k: str(v) for k, v in inputs.items()} | fold | temps, key) as runner:
+    sc = {} if cfg.sc_features is None else {"sc_features": cfg.sc_features}
+    worker_inputs = {k: str(v) for k, v in inputs.items()} | fold | temps | sc
+    with _runner(cfg, worker_inputs, key) as runner:
         first = runner.run([ShardJob(a, b, settings) for a, b in pending], bar("precompute"))
         deferred = [o for o in first if not o.written]
         if deferred:

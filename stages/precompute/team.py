@@ -2,17 +2,23 @@
 
 The team is state of its owner (a precompute worker, live KD), never a module cache; it is
 identified by the SHA-256 of its three checkpoints (:func:`team_key`), not by their paths.
-The teacher may be a TorchScript file (:mod:`pipeline.torchscript`); when it gives no
-features, SC reads TA_f's last decoder map instead (:func:`sc_feature_source`).
+The teacher may be a TorchScript file (:mod:`pipeline.torchscript`) or imported
+probability maps (:mod:`pipeline.imported`: a lookup by image id, so the team is called
+with the batch's ids); when it gives no features, SC reads an assistant's last decoder map
+instead (:func:`sc_feature_source`: TA_f's by default, TA_b's, or both).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from stages.precompute.config import SC_FEATURES
 
 
 @dataclass
@@ -21,8 +27,8 @@ class TeamOutput:
 
     Attributes:
         p_t, p_f, p_b: (B, C, H, W) float32 probabilities of T, TA_f and TA_b.
-        feats: (B, F, H, W) float32 last decoder feature map of T, or of TA_f when T has
-            none (``feature_source`` says which).
+        feats: (B, F, H, W) float32 last decoder feature map of T or, when T has none, of
+            TA_f, TA_b or both (``feature_source`` says which; see :func:`assistant_features`).
     """
 
     p_t: torch.Tensor
@@ -39,19 +45,53 @@ class TeamOutput:
         return {"fp": self.p_f, "bd": self.p_b, **(self.calibrated or {})}
 
 
-def sc_feature_source(teacher_has_features: bool) -> str:
-    """Which network's last decoder map SC reads: "teacher", or "assistant-false-pixel" for a
-    teacher without features (a TorchScript teacher returning logits only)."""
-    return "teacher" if teacher_has_features else "assistant-false-pixel"
+def sc_feature_source(teacher_has_features: bool, choice: str | None = None) -> str:
+    """Which network's last decoder map SC reads: "teacher", or for a teacher without
+    features (a TorchScript teacher returning logits only, an imported one) ``choice``:
+    one of :data:`~stages.precompute.config.SC_FEATURES` (None: "assistant-false-pixel")."""
+    return "teacher" if teacher_has_features else (choice or SC_FEATURES[0])
+
+
+def assistant_features(
+    fp: nn.Module, bd: nn.Module, images: torch.Tensor, source: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TA_f's and TA_b's logits and SC's features from the assistants (T gives none).
+
+    Args:
+        fp, bd: TA_f and TA_b.
+        images: (B, 3, H, W) images on their device.
+        source: "assistant-false-pixel" (TA_f's last decoder map), "assistant-boundary"
+            (TA_b's) or "both": each map L2-normalised per pixel, then concatenated, so
+            the cosine similarity SC ranks by is the mean of the two maps' cosines (neither
+            map outweighs the other by its scale).
+
+    Returns:
+        ``(logits_f, logits_b, feats)``: (B, C, H, W), (B, C, H, W), (B, F, H, W).
+    """
+    if source == "assistant-false-pixel":
+        logits_f, feats = fp.forward_features(images)
+        return logits_f, bd(images), feats
+    if source == "assistant-boundary":
+        logits_b, feats = bd.forward_features(images)
+        return fp(images), logits_b, feats
+    if source != "both":
+        raise ValueError(f"SC feature source must be one of {', '.join(SC_FEATURES)}, "
+                         f"got {source!r}.")  # fmt: skip
+    logits_f, feats_f = fp.forward_features(images)
+    logits_b, feats_b = bd.forward_features(images)
+    unit = [F.normalize(f.float(), dim=1) for f in (feats_f, feats_b)]  # per pixel, over F
+    return logits_f, logits_b, torch.cat(unit, dim=1)  # feats: (B, F_f + F_b, H, W)
 
 
 def team_key(teacher: Path, fp: Path, bd: Path) -> str:
-    """One SHA-256 over the three files' SHA-256 (T, TA_f, TA_b order)."""
+    """One SHA-256 over the three networks' SHA-256 (T, TA_f, TA_b order; T's digest for an
+    imported teacher, :func:`pipeline.torchscript.teacher_sha256`)."""
     import hashlib
 
     from pipeline.checkpoint import file_sha256
+    from pipeline.torchscript import teacher_sha256
 
-    joined = ":".join(file_sha256(p) for p in (teacher, fp, bd))
+    joined = ":".join([teacher_sha256(teacher), *(file_sha256(p) for p in (fp, bd))])
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
@@ -65,12 +105,15 @@ class Team:
         bd: nn.Module,
         device: torch.device,
         temperatures: dict[str, float] | None = None,
+        sc_features: str | None = None,
     ):
         """``temperatures``: {"fp": T_f, "bd": T_b} (see :func:`fit_temperatures`) adds the
-        assistants' temperature-scaled maps ("fp_cal", "bd_cal") to every output."""
+        assistants' temperature-scaled maps ("fp_cal", "bd_cal") to every output;
+        ``sc_features``: whose features SC reads when T gives none (:func:`sc_feature_source`)."""
         self.device = device
         self.nets = [net.to(device).eval() for net in (teacher, fp, bd)]
         self.temperatures = temperatures
+        self.sc_features = sc_features
 
     def close(self) -> None:
         """Drop the networks (and the CUDA cache they used)."""
@@ -86,14 +129,15 @@ class Team:
         bd: Path,
         device: torch.device,
         temperatures: dict[str, float] | None = None,
+        sc_features: str | None = None,
     ) -> Team:
-        """The team from its files: T a checkpoint or a TorchScript file, TA_f and TA_b
-        checkpoints (see :meth:`__init__` for ``temperatures``)."""
+        """The team from its files: T a checkpoint, a TorchScript file or an imported
+        teacher, TA_f and TA_b checkpoints (see :meth:`__init__` for the options)."""
         from pipeline.checkpoint import build_from_checkpoint
         from pipeline.torchscript import build_teacher
 
         nets = (build_teacher(teacher)[0], *(build_from_checkpoint(p)[0] for p in (fp, bd)))
-        return cls(*nets, device=device, temperatures=temperatures)
+        return cls(*nets, device=device, temperatures=temperatures, sc_features=sc_features)
 
     @torch.inference_mode()
     def assistant_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -103,17 +147,26 @@ class Team:
         return {"fp": fp(images).float(), "bd": bd(images).float()}
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> TeamOutput:
-        """Run the team on (B, 3, H, W) float images in [0, 1]."""
+    def __call__(self, images: torch.Tensor, ids: Sequence[str] | None = None) -> TeamOutput:
+        """Run the team on (B, 3, H, W) float images in [0, 1] whose image ids are ``ids``
+        (an imported teacher needs them; networks ignore them)."""
+        from pipeline.imported import ImportedTeacher
+
         images = images.to(self.device, non_blocking=True)
         teacher, fp, bd = self.nets
-        logits_t, feats = teacher.forward_features(images)
-        source = sc_feature_source(feats is not None)
-        if feats is None:  # T gives logits only: SC reads TA_f's last decoder map
-            logits_f, feats = fp.forward_features(images)
+        if isinstance(teacher, ImportedTeacher):
+            if ids is None or len(ids) != len(images):
+                raise ValueError("an imported teacher needs the ids of the batch's images.")
+            p_t, feats = teacher.probabilities(ids, self.device), None
         else:
-            logits_f = fp(images)
-        logits_f, logits_b = logits_f.float(), bd(images).float()
+            logits_t, feats = teacher.forward_features(images)
+            p_t = logits_t.float().softmax(1)
+        source = sc_feature_source(feats is not None, self.sc_features)
+        if feats is None:  # T gives no features: SC reads the assistants'
+            logits_f, logits_b, feats = assistant_features(fp, bd, images, source)
+        else:
+            logits_f, logits_b = fp(images), bd(images)
+        logits_f, logits_b = logits_f.float(), logits_b.float()
         calibrated = None
         if self.temperatures is not None:
             calibrated = {
@@ -121,7 +174,7 @@ class Team:
                 "bd_cal": (logits_b / self.temperatures["bd"]).softmax(1),
             }
         return TeamOutput(
-            p_t=logits_t.float().softmax(1),
+            p_t=p_t,
             p_f=logits_f.softmax(1),
             p_b=logits_b.softmax(1),
             feats=feats.float(),

@@ -18,6 +18,7 @@ from stages.records import checkpoint_is_current, config_dict, init_sha256
 from stages.train.common import (
     augmentation,
     make_train_config,
+    soft_augmentation,
     split_validation,
     stable_history,
     train_segmenter,
@@ -81,6 +82,11 @@ class FalsePixelBatches:
 
     Each step observes one real batch (queue generation) and yields one synthetic batch built
     on randomly drawn real GT masks (construction); ``fig_real_fraction`` mixes real images in.
+
+    FIG observes T's argmax on the augmented real batch: a network teacher runs on it; an
+    imported teacher's maps (:class:`pipeline.imported.ImportedTeacher`, looked up by the
+    batch's ids) are augmented jointly with the images, with the same draws, and their
+    argmax taken.
     """
 
     def __init__(
@@ -92,10 +98,13 @@ class FalsePixelBatches:
         device: torch.device | None = None,
     ):
         """``device``: where ``teacher`` runs (default: where its first parameter is; pass it
-        for a TorchScript teacher, which may hold its weights as constants)."""
+        for a TorchScript teacher, which may hold its weights as constants, and for an
+        imported one, which has none)."""
         from pipeline.fig import FIGConfig, FIGSampler
+        from pipeline.imported import ImportedTeacher
 
         self.cfg, self.teacher, self.data = cfg, teacher.eval(), data
+        self.imported = isinstance(teacher, ImportedTeacher)
         self.device = device if device is not None else next(teacher.parameters()).device
         self.generator = torch.Generator().manual_seed(cfg.seed)
         fig = FIGConfig(
@@ -108,6 +117,7 @@ class FalsePixelBatches:
         )
         self.sampler = FIGSampler(fig, num_classes, self.generator)
         self.augment = augmentation(cfg.augment)
+        self.augment_soft = soft_augmentation(cfg.augment)  # an imported T's maps
 
     def _batches_per_pass(self, data: SplitData) -> int:
         return -(-len(data) // self.cfg.batch_size)
@@ -123,11 +133,23 @@ class FalsePixelBatches:
         preds = self.teacher(images.to(self.device)).argmax(1).cpu()
         self.sampler.observe(images, preds, masks)
 
+    @torch.inference_mode()
+    def _observed(self, idx: torch.Tensor) -> None:
+        """Draw the real batch ``idx`` (augmented) and let FIG observe T's argmax on it."""
+        if not self.imported:
+            self._observe(*self._real(idx))
+            return
+        images, masks = self.data.batch(idx, torch.device("cpu"))
+        soft = self.teacher.probabilities([self.data.ids[i] for i in idx.tolist()])
+        if self.augment_soft is not None:  # the same draws as _real's augmentation
+            images, masks, soft = self.augment_soft(images, masks, soft, self.generator)
+        self.sampler.observe(images, soft.argmax(1), masks)
+
     def fill(self) -> None:
         """Queue-generation phase: observe the train split until the queues are ready."""
         for p in range(self.cfg.fig_fill_passes):
             for idx in epoch_batches(len(self.data), self.cfg.batch_size, -1 - p, self.cfg.seed):
-                self._observe(*self._real(idx))
+                self._observed(idx)
                 if self.sampler.ready:
                     return
         fills = [self.sampler.queues.fill(c) for c in range(self.sampler.queues.num_classes)]
@@ -151,8 +173,7 @@ class FalsePixelBatches:
     def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
         for idx in self._indices(epoch):
-            images, masks = self._real(idx)
-            self._observe(images, masks)  # generation ...
+            self._observed(idx)  # generation ...
             mask_idx = torch.randint(0, n, (len(idx),), generator=self.generator)
             real_images, gt_masks = self._real(mask_idx)
             yield self.sampler.make_batch(gt_masks, real_images)  # ... alternates with construction
@@ -244,7 +265,7 @@ def run(cfg: AssistantConfig) -> Path:
             "stage": config_dict(cfg),
             "manifest_sha256": store.manifest_sha256,
             "teacher_sha256": teacher_sha,
-            "teacher_kind": tmeta.get("teacher_kind"),  # "checkpoint", "torchscript", None
+            "teacher_kind": tmeta.get("teacher_kind"),  # checkpoint, torchscript, imported, None
             "init_sha256": init_sha,
         }
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -269,27 +290,40 @@ def run(cfg: AssistantConfig) -> Path:
 
 
 def _teacher(cfg: AssistantConfig, store, device: torch.device) -> tuple:
-    """``(T on device, its meta, its file's SHA-256)``, or ``(None, {}, None)`` when T is not
+    """``(T on device, its meta, its SHA-256)``, or ``(None, {}, None)`` when T is not
     needed (a boundary assistant with ``--model``). FIG needs T's false pixels; without
-    ``--model`` the assistant copies T's architecture, which a TorchScript file has none of."""
-    from pipeline.checkpoint import file_sha256
-    from pipeline.torchscript import is_torchscript, load_teacher, teacher_meta
+    ``--model`` the assistant copies T's architecture, which a TorchScript file or an
+    imported teacher has none of. An imported teacher must hold a map of every train image
+    (checked here, before any work); its SHA-256 is its content digest."""
+    from pipeline.imported import ImportedTeacher
+    from pipeline.torchscript import has_no_architecture, load_teacher, teacher_meta, teacher_sha256
 
     if cfg.kind == "boundary" and cfg.model is not None:
         return None, {}, None
     path = paths.require(
-        cfg.teacher_path, "teacher checkpoint", f"plc train-teacher --dataset {cfg.dataset}"
+        cfg.teacher_path,
+        "teacher checkpoint",
+        f"plc train-teacher --dataset {cfg.dataset}` or `plc import-teacher --dataset "
+        f"{cfg.dataset} --probs DIR",
     )
-    if cfg.model is None and is_torchscript(path):
+    if cfg.model is None and has_no_architecture(path):
+        kind = {"torchscript": "a TorchScript", "imported": "an imported"}[
+            teacher_meta(path)["teacher_kind"]
+        ]
         raise UserError(
-            f"--model is required with a TorchScript teacher: {path} names no registry "
-            "architecture for the assistant to copy; pass --model (`plc models` lists them)."
+            f"--model is required with {kind} teacher: "
+            f"{path} names no registry architecture for the assistant to copy; pass --model "
+            "(`plc models` lists them)."
         )
     if cfg.kind == "boundary":  # BT needs only T's architecture: T is read, not built
-        return None, teacher_meta(path), file_sha256(path)
+        return None, teacher_meta(path), teacher_sha256(path)
     images = first_images(store, "train", cfg.batch_size, device)  # the contract's check
     teacher, meta = load_teacher(path, images, len(store.classes))
-    return teacher, meta, file_sha256(path)
+    if isinstance(teacher, ImportedTeacher):
+        from stages.import_teacher.use import check_fits
+
+        check_fits(teacher, store, cfg.dataset)
+    return teacher, meta, teacher_sha256(path)
 
 
 def _dice_floor(cfg: AssistantConfig) -> float:

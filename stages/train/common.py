@@ -182,3 +182,26 @@ def augmentation(enabled: bool) -> Transform | None:
         return images, masks
 
     return transform
+
+
+SoftTransform = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator],
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+]
+
+
+def soft_augmentation(enabled: bool) -> SoftTransform | None:
+    """:func:`augmentation` that also moves a probability map (B, C, H, W) with its image:
+    the same draws from the generator, the same images and masks, the map resampled with
+    the same geometry (``pipeline.augment.augment_batch``); None when disabled."""
+    if not enabled:
+        return None
+    from pipeline.augment import AugmentConfig, augment_batch
+
+    aug = AugmentConfig()
+
+    def transform(images, masks, soft, generator):  # type: ignore[no-untyped-def]
+        images, masks, soft = augment_batch(images, masks, soft, aug, generator)
+        return images, masks, soft
+
+    return transform

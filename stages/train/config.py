@@ -45,9 +45,10 @@ class AssistantConfig(TrainOptions):
     data: Path | None = option(None, help="Dataset store path (default data/<dataset>.zarr).")
     teacher: Path | None = option(
         None,
-        help="Teacher (default models/<dataset>/teacher.pt): a plc-kd checkpoint, or a "
+        help="Teacher (default models/<dataset>/teacher.pt): a plc-kd checkpoint, a "
         "TorchScript file (torch.jit.save) mapping (B, 3, H, W) float RGB in [0, 1] to logits "
-        "(B, C, H, W) or (logits, features); a TorchScript teacher needs --model.",
+        "(B, C, H, W) or (logits, features), or the folder of `plc import-teacher` "
+        "(imported probability maps); a TorchScript or imported teacher needs --model.",
         exists=True,
     )
     out: Path | None = option(
@@ -55,7 +56,8 @@ class AssistantConfig(TrainOptions):
     )
     model: str | None = option(  # None: the teacher's architecture (paper: same as T)
         None,
-        help="Registry name; default: the teacher's (required with a TorchScript teacher).",
+        help="Registry name; default: the teacher's (required with a TorchScript or imported "
+        "teacher).",
         choices=model_choices,
     )
     init: Path | None = init_option()

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from stages.cli import app
 from stages.configs import EvaluateConfig
 from stages.distill.config import DistillConfig
+from stages.import_teacher.config import ImportTeacherConfig
 from stages.options import Opt, flag_of, opt_of
 from stages.precompute.config import PrecomputeConfig
 from stages.prepare.config import PrepareConfig
@@ -29,6 +30,7 @@ from stages.train.config import AssistantConfig, TeacherConfig
 
 COMMANDS: dict[str, type] = {
     "prepare": PrepareConfig,
+    "import-teacher": ImportTeacherConfig,
     "train-teacher": TeacherConfig,
     "train-assistant": AssistantConfig,
     "precompute": PrecomputeConfig,
@@ -43,6 +45,7 @@ NOT_FROM_CONFIGS = {"verify", "models"}  # hand-written commands, covered below
 # gets past option checking and then fails on its inputs, naming neither flag nor value
 BASELINE: dict[str, list[str]] = {
     "prepare": ["--dataset", "synthetic", "--count", "2", "--size", "32"],
+    "import-teacher": ["--dataset", "ds", "--probs", "probs"],
     "train-teacher": ["--dataset", "ds"],
     "train-assistant": ["--dataset", "ds", "--kind", "boundary"],
     "precompute": ["--dataset", "ds"],
@@ -56,6 +59,7 @@ PLACEHOLDERS = {
     "model.pt": "file",
     "ds.zarr": "dir",
     "runs": "dir",
+    "probs": "dir",
     "data/ds.zarr": "dir",  # the default inputs of dataset "ds", so that a stage checking
     "models/ds/teacher.pt": "file",  # its inputs in turn reaches the one that is bad
     "models/ds/assistant_fp.pt": "file",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ROOT / "stages"
-SUBPACKAGES = ("prepare", "train", "precompute", "distill", "report")
+SUBPACKAGES = ("prepare", "import_teacher", "train", "precompute", "distill", "report")
 
 
 def _modules() -> dict[str, Path]:

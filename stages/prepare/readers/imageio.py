@@ -210,7 +210,11 @@ def to_binary_mask(array: np.ndarray) -> np.ndarray:
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize ``(H, W, 3)`` to ``(size, size, 3)``: area when shrinking, bilinear otherwise."""
+    """Resize ``(H, W, C)`` to ``(size, size, C)``: area when shrinking, bilinear otherwise.
+
+    Used for the RGB images of ``plc prepare`` and, the same way, for the float32 maps of
+    ``plc import-teacher`` (any C; OpenCV returns ``(size, size)`` for C = 1).
+    """
     height, width = image.shape[:2]
     if (height, width) == (size, size):
         return image

@@ -117,3 +117,49 @@ def test_teacher_features_are_used_when_the_teacher_has_them(tmp_path: Path) -> 
     with torch.no_grad():
         want = registry.forward_features(images)[1]
     assert out.feature_source == "teacher" and torch.equal(out.feats, want)
+
+
+@pytest.mark.parametrize("source", ["assistant-false-pixel", "assistant-boundary", "both"])
+def test_an_imported_teacher_is_looked_up_and_sc_reads_the_chosen_features(
+    tmp_path: Path, source: str
+) -> None:
+    """T's probabilities are the imported maps of the batch's ids; SC's features are TA_f's,
+    TA_b's, or both L2-normalised and concatenated, whose cosine similarity is the mean of
+    the two maps' cosines."""
+    import numpy as np
+
+    from pipeline.imported import ImportedTeacher, open_imported, write_imported
+    from stages.precompute.team import Team
+
+    _, nets = _team(tmp_path, build_registry_net())
+    p = np.random.default_rng(0).random((3, 1, 16, 16)).astype(np.float32)
+    probs = np.concatenate([p, 1 - p], axis=1)  # (3, 2, 16, 16)
+    write_imported(tmp_path / "imp", probs, ["a", "b", "c"], {"classes": ["bg", "fg"],
+                   "size": [16, 16]})  # fmt: skip
+    teacher = ImportedTeacher(open_imported(tmp_path / "imp"))
+    team = Team(teacher, nets["fp"], nets["bd"], torch.device("cpu"), sc_features=source)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    out = team(images, ["c", "a"])
+    torch.testing.assert_close(out.p_t, torch.from_numpy(probs[[2, 0]]))
+    assert out.feature_source == source
+    with torch.no_grad():
+        f = nets["fp"].forward_features(images)[1]
+        b = nets["bd"].forward_features(images)[1]
+    if source != "both":
+        assert torch.equal(out.feats, f if source == "assistant-false-pixel" else b)
+        return
+    cos = torch.nn.functional.cosine_similarity
+    u, v = (0, 0, 3, 4), (1, 0, 9, 2)  # two pixels: (image, :, y, x)
+    pick = lambda t, q: t[q[0], :, q[2], q[3]]  # noqa: E731 - (F,) feature of a pixel
+    want = (cos(pick(f, u), pick(f, v), dim=0) + cos(pick(b, u), pick(b, v), dim=0)) / 2
+    got = cos(pick(out.feats, u), pick(out.feats, v), dim=0)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the ids"):
+        team(images)
+
+
+def build_registry_net() -> torch.nn.Module:
+    from pipeline.models.registry import build_model
+
+    torch.manual_seed(0)
+    return build_model("unet-tiny", 2, 16).eval()
