@@ -132,7 +132,7 @@ def test_live_labels_look_the_maps_up_by_id(chain: dict) -> None:
 
     labels = open_label_store(_path(chain, "labels/both.zarr"))
     cwd = os.getcwd()
-    os.chdir(chain["root"])  # the provenance's paths are relative to where plc ran
+    os.chdir(chain["root"])  # the provenance holds paths relative to the chain's folder
     try:
         train = load_split(chain["store"], "train")
         idx = torch.arange(len(train))
