@@ -50,6 +50,17 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {**found, "labels": labels}
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch):
+    """In-process and killed runs on one thread each: the bytes compared must not depend on
+    the thread count an earlier test left in this process (benchmarks/study.py sets it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the subprocesses' torch starts with one
+    yield
+    torch.set_num_threads(before)
+
+
 def _killed(args: list[str], at_step: int) -> None:
     """Run ``plc ARGS`` in a subprocess that is SIGKILLed at optimizer step ``at_step``."""
     env = os.environ | {"PLC_TEST_KILL_AT_STEP": str(at_step)}
