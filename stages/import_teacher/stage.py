@@ -64,7 +64,46 @@ def run(cfg: ImportTeacherConfig) -> Path:
     counts = {s: sum(split[i] == s for i in ids) for s in ("train", "val", "test")}
     logger.info("imported teacher → %s (%d maps: %s; %s layout; digest %s)", out, len(ids),
                 counts, layout, digest[:12])  # fmt: skip
+    _score(cfg, out, store, ids, probs, digest)
     return out
+
+
+def _score(cfg: ImportTeacherConfig, out: Path, store, ids: list[str], probs, digest: str) -> None:
+    """The imported teacher's test scores, as ``plc train-teacher`` writes a trained one's:
+    per-image Dice, IoU, HD95 and ASSD of the maps' argmax on the test split, to
+    ``<out>.metrics.json`` (``models/<ds>/teacher.metrics.json`` by default, where
+    ``plc report`` finds them). Only when the maps cover every test image."""
+    import numpy as np
+    import torch
+
+    from pipeline.boundary import boundary_distances
+    from pipeline.metrics import dice_iou, mean_std
+    from stages.evaluate import write_metrics
+
+    all_ids, row = store.ids(), {image_id: r for r, image_id in enumerate(ids)}
+    test = store.indices("test")
+    covered = [t for t in test if all_ids[t] in row]
+    if len(test) == 0 or len(covered) < len(test):
+        logger.info("the maps cover %d of %d test images: the imported teacher is not scored",
+                    len(covered), len(test))  # fmt: skip
+        return
+    pred = torch.from_numpy(np.stack([probs[row[all_ids[t]]].argmax(0) for t in test]))
+    masks = torch.from_numpy(store.read_masks(test).astype(np.int64))
+    n_classes = len(store.classes)
+    scores = dict(zip(("dice", "iou"), dice_iou(pred, masks, n_classes), strict=True))
+    scores["hd95"], scores["assd"] = boundary_distances(pred, masks, n_classes)
+    metrics: dict = {"n_images": len(test)}
+    for name, values in scores.items():
+        metrics[name], metrics[f"{name}_std"] = mean_std(values)
+    metrics["boundary_undefined"] = int(torch.isnan(scores["hd95"]).sum())
+    metrics["per_image"] = [
+        {"id": all_ids[t], **{name: float(v[i]) for name, v in scores.items()}}
+        for i, t in enumerate(test)
+    ]
+    extra = {"role": "teacher", "teacher_kind": "imported", "import_digest": digest,
+             "model": None, "fold": cfg.fold}  # fmt: skip
+    path = write_metrics(metrics, out.with_suffix(".metrics.json"), extra)
+    logger.info("imported teacher: test Dice %.4f → %s", metrics["dice"], path)
 
 
 def _attrs(cfg: ImportTeacherConfig, store, layout: str, files_sha: dict[str, str]) -> dict:

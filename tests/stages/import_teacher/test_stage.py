@@ -119,3 +119,33 @@ def test_rerun_is_a_no_op_and_another_teacher_needs_force(store: dict, tmp_path:
     assert refused.exit_code == 1 and "pass --force to replace it" in refused.output
     forced = _import(store, tmp_path / "pred", tmp_path / "t", "--force")
     assert forced.exit_code == 0 and open_imported(tmp_path / "t").digest != digest
+
+
+def test_test_maps_are_scored_beside_the_teacher_as_a_trained_one_is(
+    store: dict, tmp_path: Path
+) -> None:
+    """teacher.metrics.json: the maps' argmax against the test masks (hand-computed Dice)."""
+    import json
+
+    from storage_schema import open_dataset_store
+
+    s = open_dataset_store(store["data"])
+    probs = noisy_maps(store["masks"])
+    write_arrays(tmp_path / "pred", store["ids"], probs, ".npy")
+    out = tmp_path / "models" / "teacher.pt"
+    assert _import(store, tmp_path / "pred", out).exit_code == 0
+    metrics = json.loads((tmp_path / "models" / "teacher.metrics.json").read_text())
+    test = s.indices("test")
+    want = []
+    for t in test:  # the oracle: foreground Dice of argmax(map) vs the mask, 1 when both empty
+        pred, mask = probs[t].argmax(0) == 1, store["masks"][t] == 1
+        inter, total = (pred & mask).sum(), pred.sum() + mask.sum()
+        want.append(1.0 if total == 0 else 2 * inter / total)
+    assert metrics["n_images"] == len(test) and metrics["teacher_kind"] == "imported"
+    assert metrics["dice"] == pytest.approx(float(np.mean(want)), abs=1e-9)
+    assert (tmp_path / "models" / "teacher.metrics_per_image.csv").exists()
+    train_only = tmp_path / "train_only"
+    keep = [i for i in store["ids"] if i in store["train"]]
+    write_arrays(train_only, keep, probs[[store["ids"].index(i) for i in keep]], ".npy")
+    assert _import(store, train_only, tmp_path / "t2").exit_code == 0
+    assert not (tmp_path / "t2.metrics.json").exists()  # test maps missing: not scored
