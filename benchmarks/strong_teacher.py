@@ -137,6 +137,30 @@ def label_quality(store_path: Path) -> str:
             f"Y^I Dice vs GT {dice:.2f}")  # fmt: skip
 
 
+def sc_choice_table(stores: dict[str, Path]) -> list[str]:
+    """Per SC feature source: how SC filled the wrong pixels of ``plc`` (the sources' shares)
+    and how sure the copied labels are (mean probability of the class SC set)."""
+    from pipeline.variants import VARIANTS, sc_base
+    from stages.report.labels import SOURCES, sc_sources
+    from storage_schema import open_label_store
+
+    plc_variant = next(v for v in VARIANTS if v.name == "plc")
+    base = sc_base(plc_variant).name
+    rows = ["| SC features | pixels corrected | " + " | ".join(lab for _, lab in SOURCES)
+            + " | mean p of the class SC set |", "| --- | ---: |" + " ---: |" * len(SOURCES)
+            + " ---: |"]  # fmt: skip
+    for choice, path in stores.items():
+        counts = sc_sources([path])["plc"]
+        store = open_label_store(path)
+        after, before = store.read("plc", slice(None)), store.read(base, slice(None))
+        changed = after.argmax(1) != before.argmax(1)  # (N, H, W)
+        sure = np.exp(after.max(1))[changed]  # p of the class SC set, at the corrected pixels
+        total = sum(counts.values())
+        shares = " | ".join(f"{100 * counts[k] / max(total, 1):.1f} %" for k, _ in SOURCES)
+        rows.append(f"| {choice} | {total} | {shares} | {sure.mean():.3f} |")
+    return rows
+
+
 def student_table(args: argparse.Namespace, runs: dict[str, Path]) -> list[str]:
     def dice(root: Path, variant: str, seed: int) -> float | None:
         """``<variant>-s<seed>`` here, ``<variant>-l<λ>-t<τ>-s<seed>`` in the study's runs."""
@@ -192,6 +216,14 @@ def main() -> None:
         plc("precompute", "--dataset", name, "--data", args.data, "--fold", f, "--teacher",
             teacher, "--assistant-fp", fp, "--assistant-bd", models / "assistant_bd.pt",
             "--params", f"{args.params}:precompute", "--out", labels)  # fmt: skip
+    sc_stores = {"assistant-false-pixel (default)": labels}
+    for choice in ("assistant-boundary", "both"):
+        sc_stores[choice] = w / "strong" / f"labels-sc-{choice}" / f"{name}-fold{f}.zarr"
+        if not sc_stores[choice].exists():
+            plc("precompute", "--dataset", name, "--data", args.data, "--fold", f, "--teacher",
+                teacher, "--assistant-fp", fp, "--assistant-bd", models / "assistant_bd.pt",
+                "--params", f"{args.params}:precompute", "--sc-features", choice,
+                "--out", sc_stores[choice])  # fmt: skip
     for variant in args.variants:
         for seed in args.seeds:
             out = w / "strong" / "runs" / f"fold{f}" / f"{variant}-s{seed}"
@@ -205,6 +237,9 @@ def main() -> None:
     runs = {"the study's T": w / params.get("runs_dir", "runs") / f"fold{f}",
             "imported, stronger": w / "strong" / "runs" / f"fold{f}"}  # fmt: skip
     print("\n".join(student_table(args, runs)))
+    print("\nSC on the imported teacher (no features of its own), fold "
+          f"{f} train split, by the feature map SC searches:\n")  # fmt: skip
+    print("\n".join(sc_choice_table(sc_stores)))
 
 
 if __name__ == "__main__":
