@@ -1,9 +1,10 @@
-"""Pieces shared by the networks: conv-BN-ReLU and the input-size check."""
+"""Pieces shared by the networks: conv-BN-ReLU, the input-size check, feature taps."""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -49,3 +50,14 @@ def check_image_batch(x: Tensor, name: str, multiple: int) -> None:
     message = size_error(name, multiple, sizes["H"], sizes["W"])
     if message is not None:
         raise ValueError(message)
+
+
+def check_taps(name: str, wanted: Sequence[str], available: Sequence[str]) -> frozenset[str]:
+    """The set of ``wanted`` tap names; a ValueError naming any unknown one and the model's."""
+    unknown = [t for t in wanted if t not in available]
+    if unknown:
+        raise ValueError(
+            f"model '{name}' has no feature tap {', '.join(map(repr, unknown))}; its taps are "
+            f"{', '.join(available)}."
+        )
+    return frozenset(wanted)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.common import check_image_batch, conv_bn_relu
+from pipeline.models.common import check_image_batch, check_taps, conv_bn_relu
 from pipeline.models.resnet import ResNetV2Encoder
 from pipeline.models.vit import VisionTransformer
 
@@ -167,6 +167,9 @@ class TransUNet(nn.Module):
         )
         self.head = nn.Conv2d(self.feature_channels, cfg.num_classes, kernel_size=3, padding=1)
 
+    taps: tuple[str, ...] = ("r50_half", "r50_quarter", "r50_eighth", "r50_deep", "vit",
+                             "dec1", "dec2", "dec3", "dec4")  # fmt: skip
+
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Segment ``x`` and return the SC features too.
 
@@ -176,12 +179,33 @@ class TransUNet(nn.Module):
         Returns:
             logits (B, K, H, W) and the last decoder feature map (B, F, H, W).
         """
+        logits, maps = self._run(x, frozenset({"dec4"}))
+        return logits, maps["dec4"]
+
+    def forward_taps(self, x: Tensor, taps: tuple[str, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Segment ``x`` and return the named intermediate maps (:attr:`taps`) too: the R50
+        stages (``r50_half`` … ``r50_eighth``: the skips at H/2, H/4, H/8; ``r50_deep`` at
+        H/16), ``vit`` (the transformer's output reshaped to (B, hidden, H/16, W/16)) and the
+        decoder blocks ``dec1`` … ``dec4`` (H/8 … H; ``dec4`` is the SC feature map).
+
+        Returns:
+            logits (B, K, H, W) and ``{name: (B, channels, h, w)}`` for each tap asked for.
+        """
+        return self._run(x, check_taps(self.model_name, taps, self.taps))
+
+    def _run(self, x: Tensor, keep: frozenset[str]) -> tuple[Tensor, dict[str, Tensor]]:
         check_image_batch(x, self.model_name, self.size_multiple)
-        deep, skips = self.encoder(x)
-        y = self.conv_more(self.transformer(deep))  # (B, head_channels, H/16, W/16)
-        for block, skip in zip(self.decoder, [*skips, None], strict=True):
+        deep, skips = self.encoder(x)  # skips deepest first: H/8, H/4, H/2
+        found = dict(zip(("r50_eighth", "r50_quarter", "r50_half"), skips, strict=True))
+        found["r50_deep"] = deep
+        found["vit"] = self.transformer(deep)  # (B, hidden, H/16, W/16)
+        maps = {name: found[name] for name in keep if name in found}
+        y = self.conv_more(found["vit"])  # (B, head_channels, H/16, W/16)
+        for i, (block, skip) in enumerate(zip(self.decoder, [*skips, None], strict=True), 1):
             y = block(y, skip)
-        return self.head(y), y
+            if f"dec{i}" in keep:
+                maps[f"dec{i}"] = y
+        return self.head(y), maps
 
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, 3, H, W) -> logits (B, K, H, W)."""

@@ -5,7 +5,9 @@ Double conv (3×3, no bias, BN, ReLU, twice), four max-pool downs doubling the c
 followed by a double conv on [up, skip], then a 1×1 conv head. Padded convolutions, so the
 output has the input's size; sides must be multiples of 16 (four halvings). ≈31.04 M
 parameters at base 64 with 2 classes. The ``base``-channel map before the head, at full
-resolution, is the feature map returned by `forward_features`.
+resolution, is the feature map returned by `forward_features`. Named intermediate maps
+(feature taps, for feature-based KD): ``bottleneck`` (16·base, H/16) and ``dec1`` … ``dec4``
+(8·base at H/8 … base at H; ``dec4`` is the feature map), through `forward_taps`.
 
 ``signed_features`` ends the last decoder conv at its BatchNorm, without the ReLU, so the
 head reads signed features. A narrow UNet needs it: behind a ReLU the head of a base-2 or
@@ -24,12 +26,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.common import check_image_batch, conv_bn_relu
+from pipeline.models.common import check_image_batch, check_taps, conv_bn_relu
 
 logger = logging.getLogger(__name__)
 
 SIZE_MULTIPLE = 16
 DEPTH = 4
+TAPS = ("bottleneck", *(f"dec{i}" for i in range(1, DEPTH + 1)))
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ class UNet(nn.Module):
         )
         self.head = nn.Conv2d(widths[0], cfg.num_classes, kernel_size=1)
 
+    taps: tuple[str, ...] = TAPS
+
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Segment ``x`` and return the last decoder feature map too.
 
@@ -120,14 +125,33 @@ class UNet(nn.Module):
         Returns:
             logits (B, K, H, W) and features (B, base, H, W).
         """
+        logits, maps = self._run(x, frozenset({"dec4"}))
+        return logits, maps["dec4"]
+
+    def forward_taps(self, x: Tensor, taps: tuple[str, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Segment ``x`` and return the named intermediate maps (:attr:`taps`) too.
+
+        Args:
+            x: images (B, 3, H, W), float, H and W multiples of 16.
+            taps: names from :attr:`taps`.
+
+        Returns:
+            logits (B, K, H, W) and ``{name: (B, channels, h, w)}`` for each tap asked for.
+        """
+        return self._run(x, check_taps(self.model_name, taps, self.taps))
+
+    def _run(self, x: Tensor, keep: frozenset[str]) -> tuple[Tensor, dict[str, Tensor]]:
         check_image_batch(x, self.model_name, self.size_multiple)
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(self.pool(skips[-1])))
         y = skips.pop()
-        for up in self.ups:
+        maps = {"bottleneck": y} if "bottleneck" in keep else {}
+        for i, up in enumerate(self.ups, start=1):
             y = up(y, skips.pop())
-        return self.head(y), y
+            if f"dec{i}" in keep:
+                maps[f"dec{i}"] = y
+        return self.head(y), maps
 
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, 3, H, W) -> logits (B, K, H, W)."""
