@@ -63,7 +63,17 @@ class Location:
             from storage_schema.remote import register
 
             register()
-        return zarr.open_group(self.local if self.local is not None else self.url, mode="r")
+        try:
+            return zarr.open_group(self.local if self.local is not None else self.url, mode="r")
+        except Exception as err:
+            # a local store moved away while it was opened (a republish by two renames):
+            # the StoreError open_consistent retries on, not zarr's bare not-found error
+            missing = type(err).__name__ in ("FileNotFoundError", "GroupNotFoundError")
+            if self.local is not None and missing:
+                raise StoreError(
+                    f"store {self.local} does not exist; check the path or build it first."
+                ) from None
+            raise
 
     def read_bytes(self, name: str) -> bytes:
         """The bytes of the plain file ``name`` inside the store (FileNotFoundError if absent)."""
