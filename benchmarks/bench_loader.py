@@ -86,26 +86,30 @@ def build_stores(root: Path, size: int, count: int) -> tuple[Path, Path]:
     return data, writer.publish()
 
 
-class OldStoreBatches:
-    """The reader before issue 19, kept for the comparison: one zarr read per array and
-    batch (a slice when contiguous, else zarr's integer-array read), no direct reads."""
+def old_read_rows(self, positions: np.ndarray):
+    """The reader before issue 19, kept for the comparison (bound to a StoreBatches in place
+    of its ``_read_rows``): the batch's sorted unique positions read with one zarr read per
+    array (a slice when contiguous, else zarr's integer-array read), no direct reads, then
+    put back in the batch's order."""
+    from stages.distill.loader import RawBatch
 
-    @staticmethod
-    def read_rows(self, uniq: np.ndarray):
-        from stages.distill.loader import RawBatch
+    uniq, inverse = np.unique(positions, return_inverse=True)
 
-        def selection(index: np.ndarray):
-            if len(index) and index[-1] - index[0] + 1 == len(index):
-                return slice(int(index[0]), int(index[-1]) + 1)
-            return index
+    def selection(index: np.ndarray):
+        if len(index) and index[-1] - index[0] + 1 == len(index):
+            return slice(int(index[0]), int(index[-1]) + 1)
+        return index
 
-        data, labels = self._open()
-        for store in (data, labels):  # zarr only: no DirectArray for any array
-            store._direct.update(dict.fromkeys(("images", "masks", f"soft/{VARIANT}")))
-        rows = selection(self.source.indices[uniq])
-        codes = torch.from_numpy(labels.read_codes(VARIANT, selection(uniq)))
-        return RawBatch(torch.from_numpy(uniq), torch.from_numpy(data.read_images(rows)),
-                        torch.from_numpy(data.read_masks(rows)), codes)  # fmt: skip
+    data, labels = self._open()
+    for store in (data, labels):  # zarr only: no DirectArray for any array
+        store._direct.update(dict.fromkeys(("images", "masks", f"soft/{VARIANT}")))
+    rows = selection(self.source.indices[uniq])
+    codes = torch.from_numpy(labels.read_codes(VARIANT, selection(uniq)))
+    images, masks = (
+        torch.from_numpy(data.read_images(rows)),
+        torch.from_numpy(data.read_masks(rows)),
+    )
+    return RawBatch(torch.from_numpy(positions), images[inverse], masks[inverse], codes[inverse])
 
 
 def stream(
@@ -124,7 +128,7 @@ def stream(
 
     ``steps`` batches per epoch drawn by ``pipeline.sampling.step_batches``; 0: one pass.
     ``order`` "block": ``block_batches`` (blocks of 16, windows of 4), read window by window.
-    ``old``: the reader before issue 19 (:class:`OldStoreBatches`).
+    ``old``: the reader before issue 19 (:func:`old_read_rows`).
     """
     from pipeline.augment import AugmentConfig
     from pipeline.sampling import block_batches, step_batches
@@ -156,7 +160,7 @@ def stream(
         source, plan, num_workers=workers, pin_memory=dev.type == "cuda", group=group
     )
     if old:
-        loader.dataset._read_rows = OldStoreBatches.read_rows.__get__(loader.dataset)
+        loader.dataset._read_rows = old_read_rows.__get__(loader.dataset)
     return StudentStream(loader, dev, seed, AugmentConfig() if augment else None)
 
 

@@ -30,21 +30,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE)]
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests" / "stages")]  # the tests' helpers
 from _common import ROOT, print_header  # noqa: E402
-
-KILL_AT_STEP = """
-import os, signal
-import pipeline.train as train
-take_step = train._train_step
-def step_or_die(loop, *args):
-    if loop.global_step == int(os.environ["PLC_BENCH_KILL_AT_STEP"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return take_step(loop, *args)
-train._train_step = step_or_die
-from stages.cli import app
-app(prog_name="plc")
-"""
+from kill_at_step import ENV, SCRIPT  # noqa: E402
 
 READ_STORE = """
 import sys, time
@@ -83,13 +71,13 @@ def training_resume(root: Path, rounds: int, epochs: int, steps: int) -> list[st
             "--val-fraction", "0.1", "--allow-weak-teacher", "--device", "cpu",
             "--no-progress", "--force", "--out", str(out)]  # fmt: skip
     kill_at = (epochs // 2) * steps + steps // 2  # the middle of the middle epoch
-    env = os.environ | {"PLC_BENCH_KILL_AT_STEP": str(kill_at)}
+    env = os.environ | {ENV: str(kill_at)}
     whole, killed, resumed, same = [], [], [], []
     for _ in range(rounds):
         whole.append(_plc(args))
         reference = out.read_bytes()
         out.unlink()
-        killed.append(_plc(args, env, KILL_AT_STEP))
+        killed.append(_plc(args, env, SCRIPT))
         resumed.append(_plc([*args, "--resume"]))
         same.append(out.read_bytes() == reference)
     w, k, r = (statistics.median(x) for x in (whole, killed, resumed))
@@ -160,7 +148,7 @@ def state_sizes(root: Path, networks: list[tuple[str, int]]) -> list[str]:
 
 
 def retry_overhead(root: Path, rounds: int, passes: int) -> list[str]:
-    sys.path[:0] = [str(ROOT / "tests" / "stages"), str(ROOT / "tests" / "storage_schema")]
+    sys.path[:0] = [str(ROOT / "tests" / "storage_schema")]
     from http_helpers import serve
     from precompute_inputs import EPOCH, make_inputs, plc, precompute_args
 

@@ -56,7 +56,7 @@ def positions(index: Index, n: int) -> tuple[Any, np.ndarray]:
             raise IndexError(f"image index {int(index)} out of range for {n} images")
         return i, np.array([i], dtype=np.int64)
     if isinstance(index, slice):
-        return index, np.arange(n, dtype=np.int64)[index]
+        return index, np.arange(*index.indices(n), dtype=np.int64)
     idx = np.asarray(index)
     if idx.dtype == bool:
         if idx.shape != (n,):

@@ -170,23 +170,22 @@ def make_train_config(cfg: Any) -> Any:
 
 
 def augmentation(enabled: bool) -> Transform | None:
-    """The default geometric + photometric augmentation as a batch transform (or None)."""
-    if not enabled:
+    """The default geometric + photometric augmentation as a batch transform (or None):
+    :func:`soft_augmentation` without a probability map."""
+    soft = soft_augmentation(enabled)
+    if soft is None:
         return None
-    from pipeline.augment import AugmentConfig, augment_batch
-
-    aug = AugmentConfig()
 
     def transform(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator):
-        images, masks, _ = augment_batch(images, masks, None, aug, generator)
+        images, masks, _ = soft(images, masks, None, generator)
         return images, masks
 
     return transform
 
 
 SoftTransform = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator],
-    tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    [torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Generator],
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
 ]
 
 

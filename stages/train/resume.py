@@ -142,7 +142,8 @@ class TrainingState:
         import torch
 
         try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
+            # mapped, not read: naming a leftover state must not read its 1.6 GB of weights
+            return torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as err:  # a truncated or foreign file: say so, never a traceback
             raise ResumeError(
                 f"{self.path} cannot be read as a training state ({type(err).__name__}: "

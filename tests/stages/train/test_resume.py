@@ -13,26 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from kill_at_step import ENV, SCRIPT
 from precompute_inputs import EPOCH, make_inputs, plc, precompute_args
 from typer.testing import CliRunner
 
 from stages.cli import app
 from stages.train.resume import ResumeError, TrainingState, state_path
 
-# the subprocess SIGKILLs itself when fit() is about to take optimizer step K (0-based): a
-# kill -9 in the middle of an epoch, at a point the test chooses
-KILL_AT_STEP = """
-import os, signal, sys
-import pipeline.train as train
-take_step = train._train_step
-def step_or_die(loop, *args):
-    if loop.global_step == int(os.environ["PLC_TEST_KILL_AT_STEP"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return take_step(loop, *args)
-train._train_step = step_or_die
-from stages.cli import app
-app(prog_name="plc")
-"""
 STEPS = 3  # per epoch: a kill at step 4 lands in epoch 1, after epoch 0's state
 RECIPE = ("--epochs", 3, "--steps-per-epoch", STEPS, "--batch-size", 4, "--val-fraction",
           0.25, "--allow-weak-teacher", "--device", "cpu", "--no-progress")  # fmt: skip
@@ -63,9 +50,9 @@ def one_thread(monkeypatch: pytest.MonkeyPatch):
 
 def _killed(args: list[str], at_step: int) -> None:
     """Run ``plc ARGS`` in a subprocess that is SIGKILLed at optimizer step ``at_step``."""
-    env = os.environ | {"PLC_TEST_KILL_AT_STEP": str(at_step)}
+    env = os.environ | {ENV: str(at_step)}
     words = [str(a) for a in args]
-    proc = subprocess.run([sys.executable, "-c", KILL_AT_STEP, *words], env=env,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, *words], env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
@@ -76,7 +63,7 @@ def _ok(*args: object) -> str:
     return result.output
 
 
-def _kill_and_resume(args: list[str], output: Path, files: list[Path], tmp_path: Path) -> None:
+def _kill_and_resume(args: list[str], output: Path, files: list[Path]) -> None:
     """Uninterrupted run → its bytes; killed run → a state after epoch 0 and no output;
     resumed run → the same bytes, and the state file gone."""
     _ok(*args)
@@ -103,7 +90,6 @@ def test_train_teacher_killed_mid_epoch_resumes_to_the_same_bytes(inputs, tmp_pa
         args,
         out,
         [out, out.with_suffix(".metrics.json"), out.with_suffix(".curve.csv")],
-        tmp_path,
     )
 
 
@@ -116,7 +102,7 @@ def test_train_assistant_killed_mid_epoch_resumes_to_the_same_bytes(
     out = tmp_path / f"assistant-{kind}.pt"
     args = ["train-assistant", "--dataset", "g", "--data", inputs["data"], "--kind", kind,
             "--teacher", inputs["teacher"], "--out", out, *RECIPE]  # fmt: skip
-    _kill_and_resume(args, out, [out, out.with_suffix(".curve.csv")], tmp_path)
+    _kill_and_resume(args, out, [out, out.with_suffix(".curve.csv")])
 
 
 @pytest.mark.slow
@@ -125,7 +111,7 @@ def test_distill_killed_mid_epoch_resumes_to_the_same_student_and_metrics(inputs
     args = ["distill", "--labels", inputs["labels"], "--out", out, "--variant", "plc",
             "--student", "unet-tiny", *RECIPE]  # fmt: skip
     files = [out / "student.pt", out / "metrics.json", out / "curve.csv"]
-    _kill_and_resume(args, out, files, tmp_path)
+    _kill_and_resume(args, out, files)
     assert not out.with_name("run.train-state").exists()
 
 
