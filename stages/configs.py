@@ -17,7 +17,6 @@ from pathlib import Path
 from stages.options import StageConfig, option
 
 KINDS: tuple[str, ...] = ("false-pixel", "boundary")
-LOSSES: tuple[str, ...] = ("kd", "cwd", "dkd", "dist")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 

@@ -169,6 +169,7 @@ class TransUNet(nn.Module):
 
     taps: tuple[str, ...] = ("r50_half", "r50_quarter", "r50_eighth", "r50_deep", "vit",
                              "dec1", "dec2", "dec3", "dec4")  # fmt: skip
+    kd_taps: tuple[str, ...] = ("vit", "dec2")  # as UNet's: deep, then H/4 (--taps default)
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Segment ``x`` and return the SC features too.

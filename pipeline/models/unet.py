@@ -115,6 +115,9 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], cfg.num_classes, kernel_size=1)
 
     taps: tuple[str, ...] = TAPS
+    # feature KD's default taps (``plc distill --taps``): a deep and a mid-level map; a
+    # one-tap loss reads the last (H/4: small enough for relation maps, not yet the head's)
+    kd_taps: tuple[str, ...] = ("bottleneck", "dec2")
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Segment ``x`` and return the last decoder feature map too.

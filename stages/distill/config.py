@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.variants import DISTILL_CHOICES
-from stages.configs import LOSSES, TrainOptions, model_choices
+from pipeline.kd_table import LOSS_NAMES, get_loss, help_text
+from pipeline.variants import DISTILL_CHOICES, NO_KD
+from stages.configs import TrainOptions, model_choices
 from stages.options import option
 
 
@@ -25,14 +26,30 @@ class DistillConfig(TrainOptions):
         help="Label variant to distill ('none': the student alone).",
         choices=DISTILL_CHOICES,  # the variant table (pipeline.variants is torch-free)
     )
-    loss: str = option(
-        "kd",
-        help="Response loss on the stored labels: kd (pixel-wise KL), cwd (channel-wise), dkd "
-        "(decoupled KD: TCKD + NCKD; in binary segmentation NCKD is identically 0, so dkd is "
-        "--dkd-alpha x kd), dist (DIST's inter- and intra-class Pearson terms; in binary "
-        "segmentation the inter-class term is a constant sign, only the intra-class term "
-        "trains).",
-        choices=LOSSES,
+    loss: str = option("kd", help=help_text(), choices=LOSS_NAMES)  # pipeline.kd_table
+    plus_kd: bool = option(
+        False,
+        help="With a teacher loss (fitnet, at, emkd, pa, ifvd, cirkd, spkd): add λ · KD on "
+        "--variant's stored labels (the paper's Table 1 and the reference scripts do).",
+    )
+    kd_weight: float | None = option(
+        None,
+        help="Weight of a teacher loss's term; default the table's (shown with --loss).",
+        ge=0,
+    )
+    taps: str | None = option(
+        None,
+        help="Student feature taps a teacher loss reads, comma-separated (see the model's "
+        "taps); default the model's kd_taps (UNet: dec2; EMKD: bottleneck,dec2).",
+    )
+    teacher_taps: str | None = option(
+        None, help="Teacher feature taps, as --taps (default the teacher's kd_taps)."
+    )
+    teacher: Path | None = option(
+        None,
+        help="Teacher checkpoint for a teacher loss; default the one the label store's "
+        "provenance names.",
+        exists=True,
     )
     dkd_alpha: float = option(1.0, help="DKD: weight α of TCKD (mdistiller: 1).", ge=0)
     dkd_beta: float = option(8.0, help="DKD: weight β of NCKD (mdistiller: 8).", ge=0)
@@ -88,9 +105,38 @@ class DistillConfig(TrainOptions):
         runtime=True,
     )
 
+    @property
+    def live_loss(self) -> bool:
+        """Whether the loss reads the live teacher (its row's ``reads``)."""
+        return get_loss(self.loss).reads == "teacher"
+
+    @property
+    def reads_labels(self) -> bool:
+        """Whether the run reads --variant's stored labels (a stored loss, or --plus-kd)."""
+        return self.variant != NO_KD and (not self.live_loss or self.plus_kd)
+
     def problems(self) -> list[str]:
         found = []
-        if self.live and self.variant == "none":
+        if self.plus_kd and not self.live_loss:
+            found.append(
+                f"--plus-kd adds KD to a teacher loss; --loss {self.loss} already reads the "
+                "stored labels (drop --plus-kd)."
+            )
+        if self.plus_kd and self.variant == "none":
+            found.append("--plus-kd needs a --variant other than 'none' (its KD labels).")
+        for flag, value in (
+            ("--taps", self.taps),
+            ("--teacher-taps", self.teacher_taps),
+            ("--kd-weight", self.kd_weight),
+            ("--teacher", self.teacher),
+        ):
+            if value is not None and not self.live_loss:
+                found.append(f"{flag} is for a teacher loss (got --loss {self.loss}).")
+        if self.live and self.live_loss and not self.plus_kd:
+            found.append(
+                "--live computes stored labels live: a teacher loss reads none without --plus-kd."
+            )
+        if self.live and self.variant == NO_KD:
             found.append(
                 "--live needs a --variant other than 'none' (the baseline uses no labels)."
             )

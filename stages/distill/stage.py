@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.variants import NO_KD
 from stages.data import (
     StoreSplit,
     check_same_images,
@@ -107,7 +106,7 @@ def _stream(cfg: DistillConfig, store, label_store, keep, device: torch.device, 
     from stages.distill.loader import StoreSource, StudentStream, make_loader
 
     train_idx = store.indices("train")
-    stored = cfg.variant != NO_KD and live is None
+    stored = cfg.reads_labels and live is None
     if stored:
         check_same_images(store, label_store, train_idx)
     source = StoreSource(
@@ -130,27 +129,46 @@ def _stream(cfg: DistillConfig, store, label_store, keep, device: torch.device, 
     return StudentStream(loader, device, cfg.seed, augment, live)
 
 
-def _step(cfg: DistillConfig):
+def _step(cfg: DistillConfig, teacher=None, student_taps: tuple[str, ...] = ()):
+    """(net, batch) -> loss terms: L_Seg, the stored-label term on batch[2] when there is
+    one, and with a teacher loss its term on the live ``teacher``'s taps (``net`` is then a
+    :class:`~stages.distill.teacher_kd.Distiller`)."""
     from pipeline.check import class_argmax
+    from pipeline.kd_table import get_loss
     from pipeline.losses import cwd_loss, dist_loss, dkd_loss, kd_loss, masked_kd_loss, seg_loss
+
+    row = get_loss(cfg.loss)
+    weight = row.weight if cfg.kd_weight is None else cfg.kd_weight
 
     def response(logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
         if cfg.loss == "dkd":
             return dkd_loss(logits, soft, target, cfg.tau, cfg.dkd_alpha, cfg.dkd_beta)
         if cfg.loss == "dist":
             return dist_loss(logits, soft, cfg.tau, cfg.dist_beta, cfg.dist_gamma)
-        return (kd_loss if cfg.loss == "kd" else cwd_loss)(logits, soft, cfg.tau)
+        if cfg.loss == "cwd":
+            return cwd_loss(logits, soft, cfg.tau)
+        return kd_loss(logits, soft, cfg.tau)  # kd, and the KD of --plus-kd
 
     def step(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        logits = net(batch[0])
-        seg = seg_loss(logits, batch[1])
-        if len(batch) == 2:
-            return {"loss": seg, "seg": seg}
-        if cfg.kd_pixels == "correct":  # KD only where the label's argmax is the GT
-            kd = masked_kd_loss(logits, batch[2], class_argmax(batch[2], 1) == batch[1], cfg.tau)
+        terms: dict[str, torch.Tensor] = {}
+        if teacher is not None:  # one no-grad teacher forward feeds every tap
+            t_out = teacher(batch[0])
+            logits, maps = net.student.forward_taps(batch[0], student_taps)
+            live = net.kd((logits, [maps[t] for t in student_taps]), t_out, batch[1])
+            terms[cfg.loss] = live
         else:
-            kd = response(logits, batch[1], batch[2])
-        return {"loss": seg + cfg.lam * kd, "seg": seg, cfg.loss: kd}
+            logits = net(batch[0])
+        seg = seg_loss(logits, batch[1])
+        loss = seg + (weight * terms[cfg.loss] if teacher is not None else 0.0)
+        if len(batch) == 3:
+            if cfg.kd_pixels == "correct":  # KD only where the label's argmax is the GT
+                mask = class_argmax(batch[2], 1) == batch[1]
+                kd = masked_kd_loss(logits, batch[2], mask, cfg.tau)
+            else:
+                kd = response(logits, batch[1], batch[2])
+            terms["kd" if teacher is not None else cfg.loss] = kd
+            loss = loss + cfg.lam * kd
+        return {"loss": loss, "seg": seg, **terms}
 
     return step
 
@@ -183,8 +201,13 @@ def run(cfg: DistillConfig) -> Path:
     stream = _stream(cfg, store, label_store, keep, device, live)
     seed_everything(cfg.seed)
     n_classes = len(store.classes)
-    model = build_model(cfg.student, num_classes=n_classes, img_size=height).to(device)
-    pairing = _pairing(cfg, store, model, keep)
+    student = build_model(cfg.student, num_classes=n_classes, img_size=height).to(device)
+    pairing = _pairing(cfg, store, student, keep)  # the student's own initial weights
+    model, teacher, taps = student, None, ()
+    if cfg.live_loss:  # the loss's parts are built after the student: its init is unchanged
+        model, teacher, taps = _teacher_loss(
+            cfg, label_store, student, n_classes, (height, width), device
+        )
     with TrainingState(
         out,  # <run folder>.train-state: beside the folder, which is written only at the end
         {
@@ -193,6 +216,7 @@ def run(cfg: DistillConfig) -> Path:
                 "manifest_sha256": store.manifest_sha256,
                 "labels_provenance_sha256": _provenance_sha256(label_store),
                 **pairing,  # the paired design: same initial weights, same batch plan
+                **({"teacher_sha256": teacher.sha256} if teacher is not None else {}),
             },
         },
         resume=cfg.resume,
@@ -204,7 +228,7 @@ def run(cfg: DistillConfig) -> Path:
         history = fit(
             model,
             stream,
-            _step(cfg),
+            _step(cfg, teacher, taps),
             make_train_config(cfg),
             steps_per_epoch=len(stream),
             evaluate=evaluate,
@@ -212,6 +236,8 @@ def run(cfg: DistillConfig) -> Path:
             state=state,
         )
         stream.close()  # the loader's workers end here, before evaluation
+        kd_modules = model.kd if teacher is not None else None
+        model = student  # holds the EMA weights fit left in the Distiller
         check = check_training(
             model,
             StoreSplit(store, "train", keep),
@@ -233,6 +259,8 @@ def run(cfg: DistillConfig) -> Path:
             extra={"history": stable_history(history), "role": "student", "train_check": check},
         )
         write_curve(history, out / "curve.csv")
+        if kd_modules is not None:
+            _save_kd_modules(out, kd_modules, cfg, teacher, taps)
         metrics = evaluate_model(
             model.to(device), StoreSplit(store, "test"), n_classes, cfg.batch_size, device, True
         )
@@ -242,6 +270,7 @@ def run(cfg: DistillConfig) -> Path:
             "split": "test",
             "train_check": check,
             **pairing,
+            **_teacher_record(teacher, taps),
         }
         logger.info("student %s: test Dice %.4f IoU %.4f", out, metrics["dice"], metrics["iou"])
         written = write_metrics(metrics, out / "metrics.json", extra)
@@ -275,3 +304,37 @@ def _live_labels(cfg: DistillConfig, store, label_store, device: torch.device):
 
     train = load_split(store, "train")
     return LiveLabels(label_store, cfg.variant, train, device)
+
+
+def _teacher_loss(cfg: DistillConfig, label_store, student: nn.Module, classes: int, size, device):
+    """(Distiller, live teacher, student taps) for a teacher loss (``--loss`` at, fitnet ...)."""
+    from pipeline.kd_table import get_loss
+    from stages.distill.teacher_kd import (
+        build_distiller,
+        load_teacher,
+        resolve_taps,
+        teacher_path,
+    )
+
+    row = get_loss(cfg.loss)
+    teacher = load_teacher(
+        teacher_path(cfg.teacher, label_store), cfg.teacher_taps, row.taps, device
+    )
+    taps = resolve_taps(cfg.taps, student, row.taps, "student")
+    distiller = build_distiller(row, student, taps, teacher, classes, size, device)
+    return distiller, teacher, taps
+
+
+def _teacher_record(teacher, taps: tuple[str, ...]) -> dict:
+    """What metrics.json records of a live teacher: its file, SHA-256 and both taps."""
+    if teacher is None:
+        return {}
+    return {"teacher": {"path": str(teacher.path), "sha256": teacher.sha256,
+                        "taps": list(teacher.taps), "student_taps": list(taps)}}  # fmt: skip
+
+
+def _save_kd_modules(out: Path, kd: nn.Module, cfg: DistillConfig, teacher, taps) -> None:
+    """The loss's own parameters (connector, projection head, memory), apart from the student."""
+    from stages.distill.teacher_kd import KD_MODULES, save_kd_modules
+
+    save_kd_modules(out / KD_MODULES, kd, {"loss": cfg.loss, **_teacher_record(teacher, taps)})
