@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,9 @@ def _step(cfg: DistillConfig, teacher=None, student_taps: tuple[str, ...] = ()):
 
     row = get_loss(cfg.loss)
     weight = row.weight if cfg.kd_weight is None else cfg.kd_weight
+    # the term's name as an interned str: a resumed run's history keys are interned, and
+    # pickle writes a str shared with the config once, so a plain one would change the bytes
+    name = sys.intern(cfg.loss)
 
     def response(logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
         if cfg.loss == "dkd":
@@ -155,18 +159,18 @@ def _step(cfg: DistillConfig, teacher=None, student_taps: tuple[str, ...] = ()):
             t_out = teacher(batch[0])
             logits, maps = net.student.forward_taps(batch[0], student_taps)
             live = net.kd((logits, [maps[t] for t in student_taps]), t_out, batch[1])
-            terms[cfg.loss] = live
+            terms[name] = live
         else:
             logits = net(batch[0])
         seg = seg_loss(logits, batch[1])
-        loss = seg + (weight * terms[cfg.loss] if teacher is not None else 0.0)
+        loss = seg + (weight * terms[name] if teacher is not None else 0.0)
         if len(batch) == 3:
             if cfg.kd_pixels == "correct":  # KD only where the label's argmax is the GT
                 mask = class_argmax(batch[2], 1) == batch[1]
                 kd = masked_kd_loss(logits, batch[2], mask, cfg.tau)
             else:
                 kd = response(logits, batch[1], batch[2])
-            terms["kd" if teacher is not None else cfg.loss] = kd
+            terms["kd" if teacher is not None else name] = kd
             loss = loss + cfg.lam * kd
         return {"loss": loss, "seg": seg, **terms}
 

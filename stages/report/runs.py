@@ -14,26 +14,72 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.kd_table import BY_NAME as LOSSES
+from pipeline.kd_table import KD_LOSSES
 from pipeline.variants import NO_KD, NO_KD_LABEL, VARIANTS
 
-# (variant, row label in the paper's notation), from the variant table
+VANILLA = "teacher"  # --variant teacher with --loss kd: vanilla KD
 # ``plc distill --kd-pixels correct`` runs are their own rows: the variant's name + MASKED
 MASKED = "+masked"
+PLUS_KD = "+kd"  # a teacher loss with --plus-kd
+
+
+def _loss_rows() -> list[tuple[str, str]]:
+    """The rows of every loss but KD (``pipeline.kd_table``): a stored loss on T's labels
+    (``cwd``) or another variant's (``cwd:plc``); a teacher loss alone (``at``), plus KD on
+    T's labels (``at+kd``) or another variant's (``at+kd:plc``)."""
+    others = [v for v in VARIANTS if v.name != VANILLA]
+    rows = []
+    for x in KD_LOSSES:
+        if x.name == "kd":
+            continue
+        rows.append((x.name, x.label))
+        if x.reads == "stored":
+            rows += [(f"{x.name}:{v.name}", f"{x.label} on {v.label}") for v in others]
+        else:
+            rows.append((x.name + PLUS_KD, f"{x.label} + KD"))
+            rows += [(f"{x.name}{PLUS_KD}:{v.name}", f"{x.label} + KD on {v.label}")
+                     for v in others]  # fmt: skip
+    return rows
+
+
+LOSS_ROWS = tuple(_loss_rows())
+# (row key, row label in the paper's notation), from the variant and loss tables
 ROWS = (
     (NO_KD, NO_KD_LABEL),
     *((v.name, v.label) for v in VARIANTS),
     *((v.name + MASKED, f"{v.label}, KD on correct pixels only") for v in VARIANTS),
+    *LOSS_ROWS,
 )
 
 
 def row_key(config: dict) -> str:
-    """The report row of a run's config: its variant, or variant + MASKED for a run with
-    ``--kd-pixels correct``."""
-    masked = config.get("kd_pixels", "all") == "correct"
-    return config["variant"] + (MASKED if masked else "")
+    """The report row of a run's config: with ``--loss kd`` its variant (+ MASKED with
+    ``--kd-pixels correct``); with another loss the loss's row (:func:`_loss_rows`); with
+    ``--variant none`` and a stored loss, the student alone."""
+    loss, variant = config.get("loss", "kd"), config["variant"]
+    if loss == "kd" or loss not in LOSSES:
+        masked = config.get("kd_pixels", "all") == "correct"
+        return variant + (MASKED if masked else "")
+    if LOSSES[loss].reads == "stored":
+        if variant == NO_KD:
+            return NO_KD
+        return loss if variant == VANILLA else f"{loss}:{variant}"
+    if not config.get("plus_kd") or variant == NO_KD:
+        return loss
+    return loss + PLUS_KD + ("" if variant == VANILLA else f":{variant}")
 
 
-VANILLA = "teacher"
+def families(key: str) -> tuple[str, ...]:
+    """The families (response / feature / relation) of a row: the loss's own, with
+    "response" added for a stored loss or --plus-kd (the paper's tick columns)."""
+    loss = key.split(":")[0].removesuffix(PLUS_KD).removesuffix(MASKED)
+    own = LOSSES[loss].families if loss in LOSSES else ("response",)
+    response = loss not in LOSSES or LOSSES[loss].reads == "stored" or PLUS_KD in key
+    return tuple(f for f in ("response", "feature", "relation")
+                 if f in own or (f == "response" and response))  # fmt: skip
+
+
 METRICS = (("dice", "Dice (%)", 100.0), ("iou", "IoU (%)", 100.0))
 BOUNDARY = (("hd95", "HD95 (px)", 1.0), ("assd", "ASSD (px)", 1.0))
 
@@ -73,11 +119,14 @@ def _per_image(csv_path: Path) -> dict[str, dict[str, float]]:
         }
 
 
-def _val_dice(curve: Path) -> list[float]:
+def _curve(curve: Path) -> list[dict]:
     if not curve.exists():
         return []
     with open(curve, newline="") as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def _val_dice(rows: list[dict]) -> list[float]:
     return [float(r["val_dice"]) for r in rows if r.get("val_dice") not in (None, "")]
 
 
@@ -92,11 +141,13 @@ def load_runs(runs: Path) -> list[Run]:
     for p in found:
         m = json.loads(p.read_text())
         cfg = m.get("config", {})
+        curve = _curve(p.with_name("curve.csv"))
         out.append(
             Run(row_key(cfg), cfg.get("fold"), int(cfg["seed"]),
                 cfg | digests(m) | {"dataset": m.get("dataset", "?")},
                 _scores(m), _per_image(p.with_name("metrics_per_image.csv")),
-                _val_dice(p.with_name("curve.csv")), str(p.parent), m.get("train_check") or {})
+                _val_dice(curve), str(p.parent),
+                m.get("train_check") or {})
         )  # fmt: skip
     return out
 

@@ -27,6 +27,7 @@ from stages.report.tables import (
     results_lines,
     sensitivity_lines,
     slope_lines,
+    table1_lines,
     verdict,
 )
 
@@ -235,6 +236,7 @@ def run(cfg: ReportConfig) -> Path:
         "both empty (0).",
         "",
         *_per_class_section(groups, teachers, cfg.labels),
+        *_table1_section(groups, comparisons),
         "## Paired ΔDice (points)",
         "",
         *verdict(groups, comparisons),
@@ -255,6 +257,23 @@ def run(cfg: ReportConfig) -> Path:
     cfg.out.write_text("\n".join(lines) + "\n")
     logger.info("report → %s (%d runs)", cfg.out, len(runs))
     return cfg.out
+
+
+def _table1_section(groups: dict[str, list[Run]], comparisons: dict) -> list[str]:
+    lines = table1_lines(groups, comparisons)
+    if not lines:
+        return []
+    return [
+        "## Table 1: KD methods on the same students",
+        "",
+        "The families as the paper's tick columns: a feature or relation loss run with "
+        '`--plus-kd` ("+ KD") also carries vanilla KD from the store, as every baseline of '
+        "the paper's Table 1 and the reference scripts do; one without trains X + L_Seg "
+        "alone. Δ: paired test-Dice points, t interval over the (fold, seed) pairs.",
+        "",
+        *lines,
+        "",
+    ]
 
 
 def _per_class_section(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pipeline.metrics import mean_std
 from pipeline.variants import NO_KD
 from stages.report import stats as rs
-from stages.report.runs import BOUNDARY, METRICS, ROWS, VANILLA
+from stages.report.runs import BOUNDARY, LOSS_ROWS, METRICS, ROWS, VANILLA, families
 
 if TYPE_CHECKING:
     from stages.report.runs import Run
@@ -137,6 +137,38 @@ def delta_lines(groups: dict[str, list[Run]], n_boot: int) -> tuple[list[str], d
         n = (a or k or (rs.Interval(0, 0, 0, 0),))[0].n
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
     return lines, {"student alone": vs_alone, "vanilla KD": vs_kd}
+
+
+def table1_lines(groups: dict[str, list[Run]], comparisons: dict) -> list[str]:
+    """The paper's Table 1: vanilla KD, every other loss's rows that ran, and PLC-KD, with
+    the families as tick columns, the four metrics and the paired ΔDice vs vanilla KD and vs
+    the student alone (t intervals over the paired runs). Empty unless a loss other than KD
+    ran."""
+    losses = [(k, label) for k, label in LOSS_ROWS if k in groups]
+    if not losses:
+        return []
+    named = dict(ROWS)
+    keys = [(VANILLA, "KD (Hinton et al. 2015)")] if VANILLA in groups else []
+    keys += losses
+    keys += [("plc", named["plc"])] if "plc" in groups else []
+    cols = [*METRICS, *BOUNDARY]
+    lines = [
+        "| Method | Response | Feature | Relation | " + " | ".join(c[1] for c in cols)
+        + " | Δ vs KD [95 % CI] | Δ vs student alone [95 % CI] | runs |",
+        "|---|:-:|:-:|:-:|" + "---|" * (len(cols) + 3),
+    ]  # fmt: skip
+    for key, label in keys:
+        g = groups[key]
+        fam = families(key)
+        ticks = " | ".join("✓" if f in fam else "" for f in ("response", "feature", "relation"))
+        cells = " | ".join(_fmt([r.scores.get(k, math.nan) for r in g], s) for k, _, s in cols)
+        vs_kd = comparisons["vanilla KD"].get(key)
+        vs_alone = comparisons["student alone"].get(key)
+        lines.append(
+            f"| {label} | {ticks} | {cells} | {vs_kd[0].fmt() if vs_kd else '–'} | "
+            f"{vs_alone[0].fmt() if vs_alone else '–'} | {len(g)} |"
+        )
+    return lines
 
 
 def verdict(groups: dict[str, list[Run]], comparisons: dict) -> list[str]:

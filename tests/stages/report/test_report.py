@@ -436,3 +436,45 @@ def test_teacher_row_counts_only_folds_with_student_runs(tmp_path: Path) -> None
     row = next(line for line in text.splitlines() if line.startswith("| Teacher T"))
     assert row.split(" | ")[1] == "80.00 ± 0.00" and row.rstrip(" |").endswith("| 2")
     assert "paired per fold over 2 fold(s)" in text
+
+
+def test_loss_runs_are_their_own_rows_with_the_papers_tick_columns(tmp_path: Path) -> None:
+    from stages.report.runs import NO_KD, PLUS_KD, ROWS, families, row_key
+
+    assert row_key({"variant": "teacher", "loss": "cwd"}) == "cwd"
+    assert row_key({"variant": "plc", "loss": "dkd"}) == "dkd:plc"
+    assert row_key({"variant": "none", "loss": "dist"}) == NO_KD  # no labels: the student alone
+    assert row_key({"variant": "plc", "loss": "at"}) == "at"  # reads no labels without --plus-kd
+    assert row_key({"variant": "teacher", "loss": "at", "plus_kd": True}) == "at" + PLUS_KD
+    assert row_key({"variant": "plc", "loss": "cirkd", "plus_kd": True}) == "cirkd+kd:plc"
+    assert families("at") == ("feature",) and families("at+kd") == ("response", "feature")
+    assert families("emkd") == ("response", "feature", "relation")  # its own KD term
+    assert families("spkd+kd") == ("response", "relation") and families("cwd") == ("response",)
+    labels = dict(ROWS)
+    assert labels["at+kd"] == "AT (Zagoruyko & Komodakis 2017) + KD"
+    assert len(set(labels.values())) == len(ROWS) == len(labels)
+
+    runs, models = _toy(tmp_path, teacher_dice=0.80)
+    for (fold, seed), values in ALONE.items():  # AT + KD: +0.04 over the student alone
+        _write_run(runs, "at", fold, seed,
+                   {i: v + 0.04 for i, v in zip(IMAGES[fold], values, strict=True)})  # fmt: skip
+        path = next((runs / f"fold{fold}").glob(f"at-*-s{seed}")) / "metrics.json"
+        m = json.loads(path.read_text())
+        m["config"] |= {"variant": "teacher", "loss": "at", "plus_kd": True}
+        path.write_text(json.dumps(m))
+    text = _report(runs, models, tmp_path / "r.md")
+    table = text.split("## Table 1: KD methods on the same students")[1].split("## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| Method | Response | Feature | Relation | Dice (%) |")
+    at_row = next(r for r in rows if r.startswith("| AT (Zagoruyko & Komodakis 2017) + KD |"))
+    cells = at_row.split(" | ")
+    assert cells[1:4] == ["✓", "✓", ""]  # response (its KD), feature, no relation
+    # vs vanilla KD: 0.04 - (0.02 + 0.01 · seed) per pair -> +2.00 and +1.00 points
+    vs_kd = rs.t_interval([0.02, 0.01, 0.02, 0.01])
+    assert cells[8] == vs_kd.fmt() and cells[9] == rs.t_interval([0.04] * 4).fmt()
+    assert [r.split(" | ")[0] for r in rows[1:]] == [
+        "| KD (Hinton et al. 2015)", "| AT (Zagoruyko & Komodakis 2017) + KD",
+        "| T + TA_f + TA_b + SC (PLC-KD)",
+    ]  # fmt: skip
+    toy_only = _report(*_toy(tmp_path / "plain", 0.8), tmp_path / "plain.md")
+    assert "## Table 1" not in toy_only  # no loss other than KD ran
