@@ -67,8 +67,8 @@ KD_LOSSES: tuple[KDLoss, ...] = (
            "in binary segmentation.",
            "pipeline.losses:dkd_loss"),
     KDLoss("dist", "DIST (Huang et al. 2022)", ("response",), "stored", 0, 1.0,
-           "β · inter + γ · intra Pearson terms, β = γ = 1 (the paper); not in PLC-KD's "
-           "Table 1.",
+           "β · inter + γ · intra Pearson terms, β = γ = 1 (the paper); in binary "
+           "segmentation only the intra-class term trains; not in PLC-KD's Table 1.",
            "pipeline.losses:dist_loss"),
     KDLoss("fitnet", "FitNet (Romero et al. 2015)", ("feature",), "teacher", 1, 1.0,
            "MSE(connector(f_S), f_T); connector 1×1 conv + BN (CIRKD); weight 1 (FitNet "

@@ -155,16 +155,15 @@ def _step(cfg: DistillConfig, teacher=None, student_taps: tuple[str, ...] = ()):
 
     def step(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
-        if teacher is not None:  # one no-grad teacher forward feeds every tap
-            t_out = teacher(batch[0])
-            logits, maps = net.student.forward_taps(batch[0], student_taps)
-            live = net.kd((logits, [maps[t] for t in student_taps]), t_out, batch[1])
-            terms[name] = live
-        else:
+        if teacher is None:
             logits = net(batch[0])
+        else:  # one no-grad teacher forward feeds every tap
+            logits, maps = net.student.forward_taps(batch[0], student_taps)
+            terms[name] = net.kd((logits, [maps[t] for t in student_taps]), teacher(batch[0]),
+                                 batch[1])  # fmt: skip
         seg = seg_loss(logits, batch[1])
-        loss = seg + (weight * terms[name] if teacher is not None else 0.0)
-        if len(batch) == 3:
+        loss = seg if teacher is None else seg + weight * terms[name]
+        if len(batch) == 3:  # the stored labels: the loss, or the KD of --plus-kd
             if cfg.kd_pixels == "correct":  # KD only where the label's argmax is the GT
                 mask = class_argmax(batch[2], 1) == batch[1]
                 kd = masked_kd_loss(logits, batch[2], mask, cfg.tau)

@@ -10,7 +10,9 @@ sees (augmented), and every tap the loss reads comes from that one forward.
 The student and the loss's own parameters (FitNet's connector, CIRKD's projection head and
 memory) train together as one :class:`Distiller`, so the optimiser, the EMA, gradient
 clipping and ``--resume`` see them; the student's checkpoint holds the student only, and the
-loss's parameters are written beside it (``kd_modules.pt``).
+loss's parameters are written beside it (``kd_modules.pt``; with ``--ema-decay`` they are the
+EMA of their training values like the student's weights — CIRKD's memory queues too, which
+makes that saved memory a record, not a queue to go on from).
 """
 
 from __future__ import annotations

@@ -127,15 +127,15 @@ def _weak_students(runs: list[Run]) -> list[str]:
 
 
 def _header(runs: list[Run], setting: tuple[float, float]) -> list[str]:
-    first = runs[0].config
     folds = sorted({r.fold for r in runs}, key=str)
     seeds = sorted({r.seed for r in runs})
     students = sorted({str(r.config.get("student")) for r in runs})
     epochs = sorted({str(r.config.get("epochs")) for r in runs})
+    losses = ", ".join(dict.fromkeys(str(r.config.get("loss", "kd")) for r in runs))
     return [
         f"# PLC-KD report: {runs[0].config.get('dataset', '?')}",
         "",
-        f"Student `{', '.join(students)}`, loss `{first.get('loss')}`, λ = {setting[0]:g}, "
+        f"Student `{', '.join(students)}`, loss(es) `{losses}`, λ = {setting[0]:g}, "
         f"τ = {setting[1]:g}, {', '.join(epochs)} epochs (last-epoch checkpoints); test split "
         f"of each fold; folds {', '.join(map(str, folds))} × seeds {', '.join(map(str, seeds))}; "
         "mean ± std over folds × seeds. Paired differences compare runs of the same fold and "
