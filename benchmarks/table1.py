@@ -9,11 +9,12 @@ For every fold × seed it trains the student of the params file's ``distill`` se
 vanilla KD (``kd``: KD on T's stored labels), the other stored losses on T's labels (cwd,
 dkd, dist), every teacher loss (fitnet, at, emkd, pa, ifvd, cirkd, spkd) with ``--plus-kd``
 (KD + X: the paper's Table 1 ticks "Response" on every baseline, and the reference scripts
-add KD to each) — ``--alone`` trains X + L_Seg instead — and PLC-KD (KD on the ``plc``
+add KD to each) — ``--alone`` trains X + L_Seg instead, in ``<method>-alone-s<seed>``
+folders — and PLC-KD (KD on the ``plc``
 labels). All runs of a (fold, seed) share the initial weights and the batch order (checked
 by ``plc report``). A finished run is skipped, so a killed study resumes; each run's wall
 time (the whole ``plc distill`` process, with ``--jobs`` processes side by side) is appended
-to ``<runs>/timings.jsonl``. Then: ``plc report --runs <workdir>/<runs>`` and
+to ``<runs>/timings.jsonl``; the summary gives the median per method. Then: ``plc report --runs <workdir>/<runs>`` and
 ``python benchmarks/table1.py ... --summary`` (wall time per method).
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +35,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
 
-from pipeline.kd_table import KD_LOSSES  # noqa: E402
+from pipeline.kd_table import KD_LOSSES, LIVE  # noqa: E402
 
 METHODS = ("none", *(x.name for x in KD_LOSSES), "plc")
 
@@ -56,7 +58,9 @@ def jobs(args: argparse.Namespace, params: dict) -> list[tuple[Path, list[str]]]
     for fold in args.folds:
         for seed in args.seeds:
             for method in args.methods:
-                run = args.workdir / args.runs / f"fold{fold}" / f"{method}-s{seed}"
+                alone = args.alone and method in LIVE  # its own run folder: X + L_Seg
+                name = f"{method}-alone" if alone else method
+                run = args.workdir / args.runs / f"fold{fold}" / f"{name}-s{seed}"
                 cmd = [sys.executable, "-c", "from stages.cli import app; app(prog_name='plc')",
                        "distill", "--labels", str(labels_dir / f"{name}-fold{fold}.zarr"),
                        "--fold", str(fold), "--out", str(run), "--seed", str(seed),
@@ -94,10 +98,10 @@ def summary(args: argparse.Namespace) -> str:
         "|---|---:|---:|---:|",
     ]
     base = sum(per.get("kd", [float("nan")])) / max(1, len(per.get("kd", [])))
-    for m in args.methods:
+    for m in [x for method in args.methods for x in (method, f"{method}-alone")]:
         if m in per:
-            mean = sum(per[m]) / len(per[m])
-            lines.append(f"| {m} | {len(per[m])} | {mean:.1f} | {mean / base:.2f} |")
+            median = statistics.median(per[m])
+            lines.append(f"| {m} | {len(per[m])} | {median:.1f} | {median / base:.2f} |")
     return "\n".join(lines)
 
 
