@@ -10,12 +10,11 @@ vanilla KD (``kd``: KD on T's stored labels), the other stored losses on T's lab
 dkd, dist), every teacher loss (fitnet, at, emkd, pa, ifvd, cirkd, spkd) with ``--plus-kd``
 (KD + X: the paper's Table 1 ticks "Response" on every baseline, and the reference scripts
 add KD to each) — ``--alone`` trains X + L_Seg instead, in ``<method>-alone-s<seed>``
-folders — and PLC-KD (KD on the ``plc``
-labels). All runs of a (fold, seed) share the initial weights and the batch order (checked
+folders — and PLC-KD (KD on the ``plc`` labels). All runs of a (fold, seed) share the initial weights and the batch order (checked
 by ``plc report``). A finished run is skipped, so a killed study resumes; each run's wall
 time (the whole ``plc distill`` process, with ``--jobs`` processes side by side) is appended
-to ``<runs>/timings.jsonl``; the summary gives the median per method. Then: ``plc report --runs <workdir>/<runs>`` and
-``python benchmarks/table1.py ... --summary`` (wall time per method).
+to ``<runs>/timings.jsonl``. Then: ``plc report --runs <workdir>/<runs>`` and
+``python benchmarks/table1.py ... --summary`` (the median wall time per method).
 """
 
 from __future__ import annotations
@@ -94,10 +93,10 @@ def summary(args: argparse.Namespace) -> str:
         r = json.loads(line)
         per.setdefault(Path(r["run"]).name.rsplit("-s", 1)[0], []).append(r["seconds"])
     lines = [
-        "| method | runs | wall time per run, mean (s) | ÷ vanilla KD |",
+        "| method | runs | wall time per run, median (s) | ÷ vanilla KD |",
         "|---|---:|---:|---:|",
     ]
-    base = sum(per.get("kd", [float("nan")])) / max(1, len(per.get("kd", [])))
+    base = statistics.median(per.get("kd", [float("nan")]))
     for m in [x for method in args.methods for x in (method, f"{method}-alone")]:
         if m in per:
             median = statistics.median(per[m])
