@@ -58,8 +58,8 @@ def jobs(args: argparse.Namespace, params: dict) -> list[tuple[Path, list[str]]]
         for seed in args.seeds:
             for method in args.methods:
                 alone = args.alone and method in LIVE  # its own run folder: X + L_Seg
-                name = f"{method}-alone" if alone else method
-                run = args.workdir / args.runs / f"fold{fold}" / f"{name}-s{seed}"
+                folder = f"{method}-alone" if alone else method
+                run = args.workdir / args.runs / f"fold{fold}" / f"{folder}-s{seed}"
                 cmd = [sys.executable, "-c", "from stages.cli import app; app(prog_name='plc')",
                        "distill", "--labels", str(labels_dir / f"{name}-fold{fold}.zarr"),
                        "--fold", str(fold), "--out", str(run), "--seed", str(seed),
