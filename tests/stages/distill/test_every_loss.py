@@ -152,7 +152,8 @@ def test_a_teacher_loss_resumes_after_kill_bit_for_bit(setup, tmp_path) -> None:
 
 
 def test_the_table_and_the_cli_agree() -> None:
-    result = runner.invoke(app, ["distill", "--help"], terminal_width=400)
+    result = runner.invoke(app, ["distill", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
+    text = "".join(result.output.replace("│", " ").split())  # rich wraps at any width
     for row in KD_LOSSES:
-        assert f"{row.name}: {row.label}" in result.output
+        assert "".join(f"{row.name}: {row.label}".split()) in text
