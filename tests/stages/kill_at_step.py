@@ -1,8 +1,9 @@
 """A ``plc`` process that SIGKILLs itself at a chosen optimizer step: a kill -9 in the middle
 of an epoch, at a point the caller picks (the resume tests and benchmarks/bench_resume.py).
 
-Run ``python -c SCRIPT <plc arguments>`` with ``PLC_KILL_AT_STEP=K`` in the environment: the
-process dies when ``fit`` is about to take step K (0-based, counted over the whole run).
+Run ``python -c SCRIPT <arguments>`` (what follows ``plc`` on a command line) with
+``PLC_KILL_AT_STEP=K`` in the environment: the process dies when ``fit`` is about to take
+step K (0-based, counted over the whole run).
 """
 
 ENV = "PLC_KILL_AT_STEP"
