@@ -323,6 +323,11 @@ def _teacher_loss(cfg: DistillConfig, label_store, student: nn.Module, classes: 
     teacher = load_teacher(
         teacher_path(cfg.teacher, label_store), cfg.teacher_taps, row.taps, device
     )
+    if getattr(teacher.net, "num_classes", classes) != classes:
+        raise ValueError(
+            f"the teacher {teacher.path} segments {teacher.net.num_classes} classes, the dataset "
+            f"{classes}: pass --teacher with a teacher of this dataset."
+        )
     taps = resolve_taps(cfg.taps, student, row.taps, "student")
     distiller = build_distiller(row, student, taps, teacher, classes, size, device)
     return distiller, teacher, taps

@@ -112,6 +112,15 @@ def test_teacher_loss_problems_are_named_once(setup, tmp_path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+def test_a_teacher_of_other_classes_is_refused(setup, tmp_path) -> None:
+    other = tmp_path / "t3.pt"
+    save_checkpoint(other, build_model("unet-tiny", num_classes=3, img_size=32),
+                    model_name="unet-tiny", num_classes=3, img_size=32, config={"stage": {}})  # fmt: skip
+    result = _distill(setup, tmp_path / "r", "--loss", "at", "--teacher", other)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "segments 3 classes, the dataset 2" in result.output
+
+
 def test_a_torchscript_teacher_has_no_taps_for_a_teacher_loss(setup, tmp_path) -> None:
     net = build_model("unet-tiny", num_classes=2, img_size=32).eval()
     scripted = tmp_path / "t.pt"
