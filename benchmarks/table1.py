@@ -34,7 +34,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
 
-from pipeline.kd_table import KD_LOSSES, LIVE  # noqa: E402
+from pipeline.kd_table import KD_LOSSES, LIVE, get_loss  # noqa: E402
 
 METHODS = ("none", *(x.name for x in KD_LOSSES), "plc")
 
@@ -45,7 +45,7 @@ def method_args(method: str, alone: bool) -> list[str]:
         return ["--variant", "none"]
     if method == "plc":
         return ["--variant", "plc", "--loss", "kd"]
-    row = next(x for x in KD_LOSSES if x.name == method)
+    row = get_loss(method)
     extra = ["--plus-kd"] if row.reads == "teacher" and not alone else []
     return ["--variant", "teacher", "--loss", method, *extra]
 

@@ -92,7 +92,7 @@ def save_checkpoint(
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
-    _write_atomic(Path(path), data)
+    write_atomic(Path(path), data)
     logger.info("saved checkpoint %s (%s, %d bytes)", path, model_name, len(data))
     return hashlib.sha256(data).hexdigest()
 
@@ -105,7 +105,8 @@ def _cpu_state_dict(model: nn.Module) -> OrderedDict[str, Tensor]:
     return out
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in its folder, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.check import check_shape
-from pipeline.feature_kd import LiveLoss, nearest_labels, resize_to
+from pipeline.feature_kd import LiveLoss, nearest_labels, region_prototypes, resize_to
 
 PA_PATCH = 2  # CIRKD's CriterionStructuralKD: 2×2 max-pooled nodes
 MAX_NODES = 1024  # relation maps are nodes²: larger grids are average-pooled down to this
@@ -69,10 +69,11 @@ def pairwise_loss(student: Tensor, teacher: Tensor, patch: int = PA_PATCH) -> Te
 def class_centre_similarity(features: Tensor, labels: Tensor, classes: int) -> Tensor:
     """IFVD's intra-class feature variation map: per image and class the centre (the mean
     feature over the class's pixels, GT on the tap's grid), then per pixel the cosine
-    between its feature and its class's centre: (B, C, h, w) -> (B, h, w)."""
+    between its feature and its class's centre (:func:`region_prototypes`; IFVD's code adds
+    1e-6 to the pixel count instead, a guard for absent classes, which get no pixel here):
+    (B, C, h, w) -> (B, h, w)."""
+    centres, _ = region_prototypes(features, labels, classes)  # (B, K, C)
     onehot = F.one_hot(labels, classes).to(features.dtype)  # (B, h, w, K)
-    counts = onehot.sum((1, 2))  # (B, K)
-    centres = torch.einsum("bchw,bhwk->bkc", features, onehot) / (counts[..., None] + 1e-6)
     per_pixel = torch.einsum("bhwk,bkc->bchw", onehot, centres)
     return F.cosine_similarity(features, per_pixel, dim=1)
 

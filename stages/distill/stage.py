@@ -262,8 +262,11 @@ def run(cfg: DistillConfig) -> Path:
             extra={"history": stable_history(history), "role": "student", "train_check": check},
         )
         write_curve(history, out / "curve.csv")
-        if kd_modules is not None:
-            _save_kd_modules(out, kd_modules, cfg, teacher, taps)
+        if kd_modules is not None:  # the connector, head, memory: apart from the student
+            from stages.distill.teacher_kd import KD_MODULES, save_kd_modules
+
+            meta = {"loss": cfg.loss, **_teacher_record(teacher, taps)}
+            save_kd_modules(out / KD_MODULES, kd_modules, meta)
         metrics = evaluate_model(
             model.to(device), StoreSplit(store, "test"), n_classes, cfg.batch_size, device, True
         )
@@ -339,10 +342,3 @@ def _teacher_record(teacher, taps: tuple[str, ...]) -> dict:
         return {}
     return {"teacher": {"path": str(teacher.path), "sha256": teacher.sha256,
                         "taps": list(teacher.taps), "student_taps": list(taps)}}  # fmt: skip
-
-
-def _save_kd_modules(out: Path, kd: nn.Module, cfg: DistillConfig, teacher, taps) -> None:
-    """The loss's own parameters (connector, projection head, memory), apart from the student."""
-    from stages.distill.teacher_kd import KD_MODULES, save_kd_modules
-
-    save_kd_modules(out / KD_MODULES, kd, {"loss": cfg.loss, **_teacher_record(teacher, taps)})

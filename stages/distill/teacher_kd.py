@@ -112,7 +112,7 @@ def load_teacher(path: Path, text: str | None, count: int, device: torch.device)
         )
     net.eval().requires_grad_(False)
     taps = resolve_taps(text, net, count, "teacher")
-    return LiveTeacher(net.to(device), taps, Path(path), teacher_sha256(path))
+    return LiveTeacher(net, taps, Path(path), teacher_sha256(path))  # on device: build_teacher
 
 
 def channels(net: nn.Module, taps: Sequence[str], size: tuple[int, int], device) -> list[int]:
@@ -150,10 +150,14 @@ def build_distiller(
 def save_kd_modules(path: Path, kd: nn.Module, meta: dict) -> Path | None:
     """Write the loss module's parameters and buffers (the connector, the head, the memory)
     beside the student, atomically; nothing when the loss has none."""
+    import io
+
+    from pipeline.checkpoint import write_atomic
+
     state = {k: v.detach().cpu() for k, v in kd.state_dict().items()}
     if not state:
         return None
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state_dict": state, **meta}, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, **meta}, buffer)
+    write_atomic(path, buffer.getvalue())
     return path

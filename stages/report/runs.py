@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.kd_table import BY_NAME as LOSSES
-from pipeline.kd_table import KD_LOSSES
+from pipeline.kd_table import FAMILIES, KD_LOSSES
 from pipeline.variants import NO_KD, NO_KD_LABEL, VARIANTS
 
 VANILLA = "teacher"  # --variant teacher with --loss kd: vanilla KD
@@ -76,8 +76,7 @@ def families(key: str) -> tuple[str, ...]:
     loss = key.split(":")[0].removesuffix(PLUS_KD).removesuffix(MASKED)
     own = LOSSES[loss].families if loss in LOSSES else ("response",)
     response = loss not in LOSSES or LOSSES[loss].reads == "stored" or PLUS_KD in key
-    return tuple(f for f in ("response", "feature", "relation")
-                 if f in own or (f == "response" and response))  # fmt: skip
+    return tuple(f for f in FAMILIES if f in own or (f == "response" and response))
 
 
 METRICS = (("dice", "Dice (%)", 100.0), ("iou", "IoU (%)", 100.0))
@@ -119,14 +118,11 @@ def _per_image(csv_path: Path) -> dict[str, dict[str, float]]:
         }
 
 
-def _curve(curve: Path) -> list[dict]:
+def _val_dice(curve: Path) -> list[float]:
     if not curve.exists():
         return []
     with open(curve, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _val_dice(rows: list[dict]) -> list[float]:
+        rows = list(csv.DictReader(f))
     return [float(r["val_dice"]) for r in rows if r.get("val_dice") not in (None, "")]
 
 
@@ -141,13 +137,11 @@ def load_runs(runs: Path) -> list[Run]:
     for p in found:
         m = json.loads(p.read_text())
         cfg = m.get("config", {})
-        curve = _curve(p.with_name("curve.csv"))
         out.append(
             Run(row_key(cfg), cfg.get("fold"), int(cfg["seed"]),
                 cfg | digests(m) | {"dataset": m.get("dataset", "?")},
                 _scores(m), _per_image(p.with_name("metrics_per_image.csv")),
-                _val_dice(curve), str(p.parent),
-                m.get("train_check") or {})
+                _val_dice(p.with_name("curve.csv")), str(p.parent), m.get("train_check") or {})
         )  # fmt: skip
     return out
 

@@ -10,6 +10,8 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from pipeline.kd_table import BY_NAME as LOSSES
+from pipeline.kd_table import FAMILIES
 from pipeline.metrics import mean_std
 from pipeline.variants import NO_KD
 from stages.report import stats as rs
@@ -148,7 +150,7 @@ def table1_lines(groups: dict[str, list[Run]], comparisons: dict) -> list[str]:
     if not losses:
         return []
     named = dict(ROWS)
-    keys = [(VANILLA, "KD (Hinton et al. 2015)")] if VANILLA in groups else []
+    keys = [(VANILLA, LOSSES["kd"].label)] if VANILLA in groups else []
     keys += losses
     keys += [("plc", named["plc"])] if "plc" in groups else []
     cols = [*METRICS, *BOUNDARY]
@@ -160,7 +162,7 @@ def table1_lines(groups: dict[str, list[Run]], comparisons: dict) -> list[str]:
     for key, label in keys:
         g = groups[key]
         fam = families(key)
-        ticks = " | ".join("✓" if f in fam else "" for f in ("response", "feature", "relation"))
+        ticks = " | ".join("✓" if f in fam else "" for f in FAMILIES)
         cells = " | ".join(_fmt([r.scores.get(k, math.nan) for r in g], s) for k, _, s in cols)
         vs_kd = comparisons["vanilla KD"].get(key)
         vs_alone = comparisons["student alone"].get(key)
